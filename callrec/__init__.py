@@ -1,0 +1,1 @@
+"""The ``callrec`` command line: local development stack, tokens, operator views."""

@@ -1,0 +1,118 @@
+"""``callrec dev``: the whole stack on one machine, for trying callrec out.
+
+Starts what is missing: a private Redis when ``REDIS_URL`` is unset, the Twilio
+simulator (with demo calls sent through real signed webhooks) when
+``TWILIO_ACCOUNT_SID`` is unset; then the ``web`` and ``worker`` processes of the
+Procfile, as child processes with the same commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from callrec.embedded_redis import EmbeddedRedis
+from ingest.auth import issue_token
+
+DEMO_BUSINESS = "demo"
+DEV_DIR = Path(".callrec-dev")
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"callrec dev: web exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise SystemExit("callrec dev: web did not become healthy")
+
+
+def run_dev(*, port: int, workers: int, demo_calls: int) -> int:
+    env = dict(os.environ)
+    stack = contextlib.ExitStack()
+    with stack:
+        if not env.get("REDIS_URL"):
+            data_dir = (DEV_DIR / "redis").resolve()
+            data_dir.mkdir(parents=True, exist_ok=True)
+            redis_server = stack.enter_context(EmbeddedRedis(data_dir=data_dir, appendonly=True))
+            env["REDIS_URL"] = redis_server.url
+            print(f"embedded redis: {redis_server.url} (data in {DEV_DIR / 'redis'})")
+        simulator = None
+        if not env.get("TWILIO_ACCOUNT_SID"):
+            from twilio_sim import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, Simulator
+
+            simulator = stack.enter_context(Simulator())
+            simulator.latency_s = 0.5  # long enough to see a queue form in the page
+            env.update(
+                TWILIO_ACCOUNT_SID=DEMO_ACCOUNT_SID,
+                TWILIO_AUTH_TOKEN=DEMO_AUTH_TOKEN,
+                TWILIO_API_BASE=simulator.base_url,
+            )
+            print(f"twilio simulator: {simulator.base_url}")
+        base_url = f"http://127.0.0.1:{port}"
+        env.setdefault("PUBLIC_BASE_URL", base_url)
+        if not env.get("CALLREC_JWT_SECRET"):
+            env["CALLREC_JWT_SECRET"] = secrets.token_hex(32)
+        env.setdefault("RECORDINGS_DIR", str((DEV_DIR / "recordings").resolve()))
+
+        procs: list[subprocess.Popen[bytes]] = []
+        web = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "ingest.app:app", "--host", "127.0.0.1",
+             "--port", str(port)],
+            env=env,
+        )
+        procs.append(web)
+        for _ in range(workers):
+            procs.append(subprocess.Popen([sys.executable, "-m", "consumers"], env=env))
+
+        def stop_children() -> None:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+        stack.callback(stop_children)
+        _wait_healthy(base_url, web)
+        if simulator is not None:
+            _seed_demo(simulator, env["PUBLIC_BASE_URL"], demo_calls)
+        token = issue_token(env["CALLREC_JWT_SECRET"], DEMO_BUSINESS, 12 * 3600)
+        print(f"\ncallrec is running: {base_url}/?token={token}\n"
+              f"API token for business '{DEMO_BUSINESS}' (12 h): {token}\n"
+              "Ctrl-C stops everything.", flush=True)
+        try:
+            while all(p.poll() is None for p in procs):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _seed_demo(simulator: object, public_base: str, n: int) -> None:
+    from twilio_sim import Simulator, demo_recordings
+
+    assert isinstance(simulator, Simulator)
+    hooks = f"{public_base}/webhooks/twilio/{DEMO_BUSINESS}"
+    now = time.time()
+    for i, rec in enumerate(demo_recordings(DEMO_BUSINESS, n)):
+        simulator.add_recording(rec)
+        stamp = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(now - 600 * (n - i)))
+        simulator.send_call_status(
+            f"{hooks}/call-status", call_sid=rec.call_sid, timestamp=stamp,
+            duration_s=rec.duration_s, sequence_number=1,
+        )
+        simulator.send_recording_status(f"{hooks}/recording-status", rec)

@@ -1,0 +1,64 @@
+"""The one exception hierarchy. ``ingest.errors`` maps it to HTTP answers; workers log it."""
+
+from __future__ import annotations
+
+
+class CallrecError(Exception):
+    """Base of every error callrec raises on purpose. ``status_code`` is its HTTP answer."""
+
+    status_code = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(CallrecError):
+    status_code = 400
+
+
+class Unauthorized(CallrecError):
+    status_code = 401
+
+
+class Forbidden(CallrecError):
+    status_code = 403
+
+
+class NotFound(CallrecError):
+    status_code = 404
+
+
+class PayloadTooLarge(CallrecError):
+    status_code = 413
+
+
+class Unavailable(CallrecError):
+    """A dependency (Redis, object storage) cannot be reached; clients should retry."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, retry_after_s: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class DownloadError(CallrecError):
+    """A media fetch failed. ``retryable`` decides between backoff and giving up."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retryable: bool,
+        retry_after_s: float | None = None,
+        not_ready: bool = False,
+    ) -> None:
+        super().__init__(detail)
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s  # what the server asked for (Retry-After)
+        self.not_ready = not_ready  # Twilio's 404 right after "completed"
+
+
+class LeaseLost(CallrecError):
+    """This worker no longer holds the slot it was downloading under (fencing)."""

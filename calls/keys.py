@@ -1,0 +1,80 @@
+"""Every Redis key callrec uses, in one place.
+
+Per-business keys carry the business id as a hash tag (``{b}``) so that one business
+lives in one Redis Cluster slot and its Lua scripts may touch all of them atomically.
+The global keys (streams, the delayed-retry set, the business index) are not tagged.
+"""
+
+from __future__ import annotations
+
+# --- per business, hash-tagged -------------------------------------------------------
+# The contract names these four (operators run SCARD on rec_slots).
+SLOTS = "rec_slots:{{{b}}}"  # SET of call SIDs holding a download slot
+INFLIGHT = "rec_inflight:{{{b}}}:{sid}"  # lease of one slot member, PX = inflight ttl
+INFLIGHT_PREFIX = "rec_inflight:{{{b}}}:"  # scripts derive lease keys of members from it
+QUEUE = "rec_queue:{{{b}}}"  # LIST, FIFO of call SIDs waiting for a slot
+QUEUED = "rec_queued:{{{b}}}"  # SET mirroring QUEUE, for O(1) dedup
+
+QUEUED_AT = "rec_queued_at:{{{b}}}"  # HASH sid -> enqueue time (ms, Redis clock)
+FENCE = "rec_fence:{{{b}}}"  # INCR counter: each admission's fencing token
+CALL = "rec_call:{{{b}}}:{sid}"  # HASH: one call and its recording's state
+CALL_PREFIX = "rec_call:{{{b}}}:"
+CALLS_BY_TIME = "rec_calls:{{{b}}}"  # ZSET sid -> started_at (ms), for listing
+STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
+
+# --- global --------------------------------------------------------------------------
+EVENTS = "rec_events"  # STREAM: request/start/done events, consumer group below
+EVENTS_GROUP = "workers"
+DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
+DELAYED = "rec_delayed"  # ZSET "b|sid" -> due time (ms): retries waiting out a backoff
+BUSINESSES = "rec_businesses"  # SET of business ids that ever queued work (reconciler)
+STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
+
+
+def slots(b: str) -> str:
+    return SLOTS.format(b=b)
+
+
+def inflight(b: str, sid: str) -> str:
+    return INFLIGHT.format(b=b, sid=sid)
+
+
+def inflight_prefix(b: str) -> str:
+    return INFLIGHT_PREFIX.format(b=b)
+
+
+def queue(b: str) -> str:
+    return QUEUE.format(b=b)
+
+
+def queued(b: str) -> str:
+    return QUEUED.format(b=b)
+
+
+def queued_at(b: str) -> str:
+    return QUEUED_AT.format(b=b)
+
+
+def fence(b: str) -> str:
+    return FENCE.format(b=b)
+
+
+def call(b: str, sid: str) -> str:
+    return CALL.format(b=b, sid=sid)
+
+
+def call_prefix(b: str) -> str:
+    return CALL_PREFIX.format(b=b)
+
+
+def calls_by_time(b: str) -> str:
+    return CALLS_BY_TIME.format(b=b)
+
+
+def status_stream(b: str) -> str:
+    return STATUS_STREAM.format(b=b)
+
+
+def business_keys(b: str) -> list[str]:
+    """KEYS of every slot script, in the order their headers document."""
+    return [slots(b), queue(b), queued(b), queued_at(b), fence(b), status_stream(b)]

@@ -1,0 +1,223 @@
+"""The call registry in Redis: one hash per call, a sorted set for newest-first paging.
+
+Webhooks write it (through two Lua scripts, so redelivered and reordered callbacks are
+harmless); the API reads it; the slot scripts keep each recording's ``state`` field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+
+from calls import keys
+from calls.errors import BadRequest
+
+# What the API calls a recording's status; the slot scripts write these words.
+STATES = ("none", "available", "queued", "processing", "ready", "failed")
+PENDING_STATES = ("queued", "processing")
+
+
+def _lua(name: str) -> str:
+    return resources.files("calls").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def _decode(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    business_id: str
+    fields: Mapping[str, str]
+
+    @property
+    def sid(self) -> str:
+        return self.fields["call_sid"]
+
+    @property
+    def parent_sid(self) -> str | None:
+        return self.fields.get("parent_call_sid") or None
+
+    @property
+    def state(self) -> str:
+        return self.fields.get("state", "none")
+
+    @property
+    def twilio_recording(self) -> str | None:
+        """Twilio's RecordingStatus for this call, None when no callback said anything."""
+        return self.fields.get("rec_twilio")
+
+    @property
+    def has_own_recording(self) -> bool:
+        return self.twilio_recording in ("completed", "in-progress") or bool(
+            self.fields.get("rec_sid")
+        )
+
+    @property
+    def is_finished(self) -> bool:
+        return self.fields.get("status") in ("completed", "busy", "no-answer", "failed", "canceled")
+
+    def as_json(self) -> dict[str, object]:
+        f = self.fields
+        return {
+            "call_sid": self.sid,
+            "parent_call_sid": self.parent_sid,
+            "from": f.get("from"),
+            "to": f.get("to"),
+            "direction": f.get("direction"),
+            "status": f.get("status"),
+            "duration": _int_or_none(f.get("duration")),
+            "started_at": _iso(f.get("started_at")),
+            "recording": {
+                "status": self.state,
+                "duration": _int_or_none(f.get("rec_duration")),
+            },
+        }
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _iso(ms: str | None) -> str | None:
+    from datetime import UTC, datetime
+
+    if not ms:
+        return None
+    return datetime.fromtimestamp(int(float(ms)) / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def encode_cursor(score: float, sid: str) -> str:
+    return base64.urlsafe_b64encode(f"{int(score)}:{sid}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        score, _, sid = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
+        return int(score), sid
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("before is not a cursor this API returned") from None
+
+
+class CallRegistry:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._call_status = redis.register_script(_lua("call_status.lua"))
+        self._recording_status = redis.register_script(_lua("recording_status.lua"))
+
+    async def apply_call_status(
+        self, b: str, sid: str, *, sequence: int, started_at_ms: int, fields: Mapping[str, str]
+    ) -> bool:
+        argv: list[str | int] = [sid, sequence, started_at_ms]
+        for name, value in fields.items():
+            argv += [name, value]
+        applied = await self._call_status(
+            keys=[keys.call(b, sid), keys.calls_by_time(b)], args=argv
+        )
+        return int(applied) == 1
+
+    async def apply_recording_status(
+        self,
+        b: str,
+        sid: str,
+        *,
+        recording_sid: str,
+        twilio_status: str,
+        duration: str,
+        now_ms: int,
+    ) -> str:
+        state = await self._recording_status(
+            keys=[keys.call(b, sid), keys.calls_by_time(b), keys.status_stream(b)],
+            args=[sid, recording_sid, twilio_status, duration, now_ms],
+        )
+        return state.decode() if isinstance(state, bytes) else str(state)
+
+    async def get(self, b: str, sid: str) -> Call | None:
+        raw = await self._redis.hgetall(keys.call(b, sid))  # type: ignore[misc]
+        if not raw:
+            return None
+        return Call(b, _decode(raw))
+
+    async def get_many(self, b: str, sids: Sequence[str]) -> list[Call]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.hgetall(keys.call(b, sid))
+            rows = await pipe.execute()
+        return [Call(b, _decode(row)) for row in rows if row]
+
+    async def mark_ready(self, b: str, sid: str) -> None:
+        """The recording is in storage; say so once (status watchers get one event)."""
+        previous = await self._redis.hget(keys.call(b, sid), "state")  # type: ignore[misc]
+        if previous != b"ready":
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(keys.call(b, sid), "state", "ready")
+                pipe.xadd(
+                    keys.status_stream(b),
+                    {"sid": sid, "status": "ready", "position": ""},
+                    maxlen=1000,
+                    approximate=True,
+                )
+                await pipe.execute()
+
+    async def mark_no_recording(self, b: str, sid: str) -> None:
+        """Twilio lists no recording for the call: say so, and stop offering it."""
+        await self._redis.hset(  # type: ignore[misc]
+            keys.call(b, sid),
+            mapping={"rec_twilio": "absent", "reason": "no recording at Twilio"},
+        )
+
+    async def set_recording_sid(self, b: str, sid: str, recording_sid: str) -> None:
+        await self._redis.hset(keys.call(b, sid), "rec_sid", recording_sid)  # type: ignore[misc]
+
+    async def note_attempt(self, b: str, sid: str, reason: str) -> int:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(keys.call(b, sid), "attempts", 1)
+            pipe.hset(keys.call(b, sid), "reason", reason)
+            attempts, _ = await pipe.execute()
+        return int(attempts)
+
+    async def reset_attempts(self, b: str, sid: str) -> None:
+        await self._redis.hdel(keys.call(b, sid), "attempts", "reason")  # type: ignore[misc]
+
+    async def page(
+        self, b: str, *, limit: int, before: str | None
+    ) -> tuple[list[Call], str | None]:
+        """Newest first. The cursor is (score, sid) of the last call returned, so calls
+        added while a client pages never shift what it sees next."""
+        index = keys.calls_by_time(b)
+        max_score: str = "+inf"
+        after_sid: str | None = None
+        if before:
+            score, after_sid = decode_cursor(before)
+            max_score = str(score)
+        # Ties on started_at are ordered by sid descending (ZREVRANGEBYSCORE's order);
+        # fetch a few more than asked to step over the ones at the cursor's own score.
+        rows: list[tuple[bytes, float]] = await self._redis.zrevrangebyscore(
+            index, max_score, "-inf", start=0, num=limit + 64, withscores=True
+        )
+        picked: list[tuple[str, float]] = []
+        for member, score in rows:
+            sid = member.decode()
+            if after_sid is not None and int(score) == int(max_score) and sid >= after_sid:
+                continue
+            picked.append((sid, score))
+            if len(picked) == limit + 1:
+                break
+        more = len(picked) > limit
+        picked = picked[:limit]
+        calls = await self.get_many(b, [sid for sid, _ in picked])
+        next_cursor = encode_cursor(picked[-1][1], picked[-1][0]) if more and picked else None
+        return calls, next_cursor

@@ -1,0 +1,41 @@
+"""Cluster-wide counters in one Redis hash, so ``/metrics`` on any web process reports
+what every web and worker process did (prometheus-client's per-process registries
+could not see across hosts)."""
+
+from __future__ import annotations
+
+import bisect
+
+from redis.asyncio import Redis
+
+from calls.keys import STATS
+
+DOWNLOAD_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+def play_field(result: str) -> str:
+    return f"play:{result}"
+
+
+def download_field(outcome: str) -> str:
+    return f"download:{outcome}"
+
+
+async def count(redis: Redis, field: str, by: int = 1) -> None:
+    await redis.hincrby(STATS, field, by)  # type: ignore[misc]
+
+
+async def observe_download(redis: Redis, outcome: str, seconds: float) -> None:
+    # Non-cumulative bucket counts; the exporter accumulates them. "inf" catches the rest.
+    i = bisect.bisect_left(DOWNLOAD_BUCKETS_S, seconds)
+    bucket = str(DOWNLOAD_BUCKETS_S[i]) if i < len(DOWNLOAD_BUCKETS_S) else "inf"
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hincrby(STATS, download_field(outcome), 1)
+        pipe.hincrby(STATS, f"download_seconds:{bucket}", 1)
+        pipe.hincrbyfloat(STATS, "download_seconds:sum", seconds)
+        await pipe.execute()
+
+
+async def snapshot(redis: Redis) -> dict[str, float]:
+    raw = await redis.hgetall(STATS)  # type: ignore[misc]
+    return {k.decode(): float(v) for k, v in raw.items()}

@@ -1,0 +1,172 @@
+"""Settings, read once from the environment into frozen objects and passed down.
+
+Nothing else in callrec reads ``os.environ``: entry points call :func:`load_settings`
+and hand the result to whatever they build.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+StorageKind = Literal["disk", "s3"]
+ServeS3Via = Literal["redirect", "proxy"]
+ServeVia = Literal["app", "x-accel"]
+
+
+class SettingsError(Exception):
+    """A variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioSettings:
+    account_sid: str | None
+    auth_token: str | None
+    api_base: str
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    bucket: str
+    prefix: str
+    endpoint_url: str | None
+    serve_via: ServeS3Via
+    cache_max_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerTuning:
+    """Knobs beyond the contract; defaults suit production, tests shorten them."""
+
+    backoff_base_ms: int
+    twilio_read_timeout_s: int
+    reconcile_interval_ms: int
+    claim_min_idle_ms: int
+    shutdown_grace_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str | None
+    twilio: TwilioSettings
+    public_base_url: str | None
+    jwt_secret: str | None
+    storage: StorageKind
+    recordings_dir: Path
+    s3: S3Settings | None
+    serve_via: ServeVia
+    max_slots_per_business: int
+    inflight_ttl_s: int
+    queued_ttl_s: int
+    prefetch_on_webhook: bool
+    download_max_attempts: int
+    log_format: Literal["text", "json"]
+    worker: WorkerTuning
+
+    @property
+    def inflight_ttl_ms(self) -> int:
+        return self.inflight_ttl_s * 1000
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or default
+
+    def required(self, name: str) -> str:
+        value = self.text(name)
+        if value is None:
+            raise SettingsError(f"missing required environment variable {name}")
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int = 1) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        if value < minimum:
+            raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+    def choice(self, name: str, default: str, allowed: Iterable[str]) -> str:
+        raw = (self.text(name) or default).lower()
+        options = tuple(allowed)
+        if raw not in options:
+            raise SettingsError(f"{name} must be one of {', '.join(options)}, got {raw!r}")
+        return raw
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, require: Iterable[str] = ()
+) -> Settings:
+    """Read every variable once; ``require`` names those this process cannot run without."""
+    read = _Reader(os.environ if env is None else env)
+    for name in require:
+        read.required(name)
+
+    storage = read.choice("STORAGE", "disk", ("disk", "s3"))
+    s3 = None
+    if storage == "s3":
+        cache_raw = read.text("CACHE_MAX_BYTES")
+        s3 = S3Settings(
+            bucket=read.required("S3_BUCKET"),
+            prefix=read.text("S3_PREFIX", "") or "",
+            endpoint_url=read.text("S3_ENDPOINT_URL"),
+            serve_via=read.choice("SERVE_S3_VIA", "redirect", ("redirect", "proxy")),  # type: ignore[arg-type]
+            cache_max_bytes=None if cache_raw is None else read.integer("CACHE_MAX_BYTES", 0),
+        )
+    public_base = read.text("PUBLIC_BASE_URL")
+    return Settings(
+        redis_url=read.text("REDIS_URL"),
+        twilio=TwilioSettings(
+            account_sid=read.text("TWILIO_ACCOUNT_SID"),
+            auth_token=read.text("TWILIO_AUTH_TOKEN"),
+            api_base=(read.text("TWILIO_API_BASE", "https://api.twilio.com") or "").rstrip("/"),
+        ),
+        public_base_url=public_base.rstrip("/") if public_base else None,
+        jwt_secret=read.text("CALLREC_JWT_SECRET"),
+        storage=storage,  # type: ignore[arg-type]
+        recordings_dir=Path(read.text("RECORDINGS_DIR", "./recordings") or "./recordings"),
+        s3=s3,
+        serve_via=read.choice("SERVE_VIA", "app", ("app", "x-accel")),  # type: ignore[arg-type]
+        max_slots_per_business=read.integer("MAX_SLOTS_PER_BUSINESS", 3),
+        inflight_ttl_s=read.integer("INFLIGHT_TTL_SECONDS", 120),
+        queued_ttl_s=read.integer("QUEUED_TTL_SECONDS", 1200),
+        prefetch_on_webhook=read.flag("PREFETCH_ON_WEBHOOK", True),
+        download_max_attempts=read.integer("DOWNLOAD_MAX_ATTEMPTS", 5),
+        log_format=read.choice("LOG_FORMAT", "text", ("text", "json")),  # type: ignore[arg-type]
+        worker=WorkerTuning(
+            backoff_base_ms=read.integer("DOWNLOAD_BACKOFF_BASE_MS", 1000),
+            twilio_read_timeout_s=read.integer("TWILIO_READ_TIMEOUT_SECONDS", 30),
+            reconcile_interval_ms=read.integer("RECONCILE_INTERVAL_MS", 5000),
+            claim_min_idle_ms=read.integer("CLAIM_MIN_IDLE_MS", 30_000),
+            shutdown_grace_s=read.integer("SHUTDOWN_GRACE_SECONDS", 20, minimum=0),
+        ),
+    )
+
+
+WEB_REQUIRED = ("REDIS_URL", "CALLREC_JWT_SECRET")
+WORKER_REQUIRED = ("REDIS_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN")

@@ -1,0 +1,55 @@
+"""The dead-letter stream: requests given up on, with the reason, for operators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from calls import keys, stats
+from calls.events import Event, publish
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    business_id: str
+    sid: str
+    reason: str
+    attempts: int
+    kind: str
+
+
+async def dead_letter(
+    redis: Redis, b: str, sid: str, *, reason: str, attempts: int, kind: str = "download"
+) -> None:
+    await redis.xadd(
+        keys.DEAD_LETTERS,
+        {"business_id": b, "sid": sid, "reason": reason, "attempts": attempts, "kind": kind},
+    )
+    await stats.count(redis, "dead_letters")
+
+
+async def list_dead_letters(redis: Redis, count: int = 100) -> list[DeadLetter]:
+    rows = await redis.xrange(keys.DEAD_LETTERS, count=count)
+    out = []
+    for entry_id, raw in rows:
+        f = {k.decode(): v.decode() for k, v in raw.items()}
+        out.append(
+            DeadLetter(
+                id=entry_id.decode(),
+                business_id=f.get("business_id", ""),
+                sid=f.get("sid", ""),
+                reason=f.get("reason", ""),
+                attempts=int(f.get("attempts", "0")),
+                kind=f.get("kind", ""),
+            )
+        )
+    return out
+
+
+async def requeue_dead_letter(redis: Redis, letter: DeadLetter) -> None:
+    """Give a dead letter a fresh set of attempts and request it again."""
+    await redis.hdel(keys.call(letter.business_id, letter.sid), "attempts", "reason")  # type: ignore[misc]
+    await publish(redis, Event("request", letter.business_id, letter.sid, source="requeue"))
+    await redis.xdel(keys.DEAD_LETTERS, letter.id)

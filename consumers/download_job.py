@@ -1,0 +1,126 @@
+"""One download, from a granted slot to a stored ``<call_sid>.mp3`` and a done event.
+
+Runs as a task in the worker, outside the stream handler: the ``start`` entry is
+acknowledged as soon as the task exists, and a crash from here on is repaired by the
+lease lapsing (the slot script requeues the call at the head of its business's queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from calls import stats
+from calls.errors import DownloadError, LeaseLost
+from calls.events import Event, publish
+from consumers.backoff import backoff_s
+from consumers.context import WorkerContext
+from consumers.dead_letters import dead_letter
+from consumers.lease import keep_lease
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    outcome: str  # ready | failed | retry | none
+    reason: str = ""
+    delay_ms: int = 0
+
+
+async def run_download(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
+    started = time.monotonic()
+    ending: Ending | None = None
+    keeper = None
+    try:
+        async with keep_lease(ctx.slots, b, sid, token) as keeper:
+            ending = await _download(ctx, b, sid, token)
+    except asyncio.CancelledError:
+        if keeper is not None and keeper.lost:
+            # Another worker holds the slot now; it will publish and release, not us.
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            ending = None
+        else:
+            # Shutdown: hand the request back at the head of its queue, at once.
+            ending = Ending("retry", "worker stopping", 0)
+            await _finish(ctx, b, sid, token, ending, time.monotonic() - started)
+            raise
+    except LeaseLost:
+        ending = None
+    except Exception as exc:  # a bug or an unexpected dependency failure: retry it
+        log.exception("download crashed business_id=%s sid=%s", b, sid)
+        ending = await _after_failure(
+            ctx, b, sid, DownloadError(f"internal error: {type(exc).__name__}", retryable=True)
+        )
+    if ending is not None:
+        await _finish(ctx, b, sid, token, ending, time.monotonic() - started)
+
+
+async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
+    async with ctx.store.lock(sid):
+        # Another process may have stored it while we waited for the lock.
+        if await ctx.store.stat(sid) is not None:
+            return Ending("ready")
+        call = await ctx.registry.get(b, sid)
+        recording_sid = call.fields.get("rec_sid") if call else None
+        if not recording_sid:
+            try:
+                recording_sid = await ctx.twilio.find_recording(sid)
+            except DownloadError as exc:
+                return await _after_failure(ctx, b, sid, exc)
+            if recording_sid is None:
+                await ctx.registry.mark_no_recording(b, sid)
+                return Ending("none", "no recording at Twilio")
+            await ctx.registry.set_recording_sid(b, sid, recording_sid)
+        async with ctx.store.staging(sid) as staged:
+            try:
+                await ctx.twilio.fetch(recording_sid, staged)
+            except DownloadError as exc:
+                return await _after_failure(ctx, b, sid, exc)
+            # Fencing: a worker that stalled past its lease must not publish over the
+            # work of the one that took the slot over.
+            if not await ctx.slots.holds(b, sid, token):
+                raise LeaseLost(f"lease of {sid} lost before publishing")
+            await ctx.store.publish(staged)
+    await ctx.registry.reset_attempts(b, sid)
+    return Ending("ready")
+
+
+async def _after_failure(ctx: WorkerContext, b: str, sid: str, exc: DownloadError) -> Ending:
+    attempts = await ctx.registry.note_attempt(b, sid, exc.detail)
+    max_attempts = ctx.settings.download_max_attempts
+    if exc.retryable and attempts < max_attempts:
+        delay_s = backoff_s(exc, attempts, base_s=ctx.backoff_base_s, cap_s=ctx.backoff_cap_s)
+        log.info(
+            "RECORDING_RETRY business_id=%s sid=%s attempts=%d delay_ms=%d reason=%s",
+            b, sid, attempts, delay_s * 1000, _words(exc.detail),
+        )
+        return Ending("retry", exc.detail, int(delay_s * 1000))
+    log.info(
+        "RECORDING_FAILED business_id=%s sid=%s attempts=%d reason=%s",
+        b, sid, attempts, _words(exc.detail),
+    )
+    await dead_letter(ctx.redis, b, sid, reason=exc.detail, attempts=attempts)
+    return Ending("failed", exc.detail)
+
+
+def _words(text: str) -> str:
+    # One key=value field: the reason's spaces would split it for log parsers.
+    return text.replace(" ", "_")
+
+
+async def _finish(
+    ctx: WorkerContext, b: str, sid: str, token: str, ending: Ending, seconds: float
+) -> None:
+    metric = {"ready": "ok", "retry": "retry", "failed": "failed"}.get(ending.outcome)
+    if metric:
+        await stats.observe_download(ctx.redis, metric, seconds)
+    await publish(
+        ctx.redis,
+        Event(
+            "done", b, sid, token=token, outcome=ending.outcome, reason=ending.reason,
+            delay_ms=ending.delay_ms,
+        ),
+    )

@@ -1,0 +1,87 @@
+"""What a worker does with each kind of stream entry. Each handler is short: it writes
+the Redis state the entry stands for and returns; downloads run as separate tasks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from calls import keys
+from calls.events import Event, publish
+from consumers.context import WorkerContext
+from semaphore.slots import SlotResult
+
+log = logging.getLogger(__name__)
+
+StartDownload = Callable[[str, str, str], None]
+
+
+async def announce(ctx: WorkerContext, b: str, result: SlotResult, *, skip: str = "") -> None:
+    """Start events and RECORDING_NEXT lines for everything a slot script promoted."""
+    max_slots = ctx.slots.max_slots
+    for admission in result.promoted:
+        if admission.sid != skip:
+            log.info(
+                "RECORDING_NEXT business_id=%s sid=%s active=%d/%d",
+                b, admission.sid, result.active, max_slots,
+            )
+    for sid in result.dropped:
+        log.info("RECORDING_EXPIRED business_id=%s sid=%s reason=queued_too_long", b, sid)
+    if result.promoted:
+        await publish(
+            ctx.redis, *(Event("start", b, a.sid, token=a.token) for a in result.promoted)
+        )
+
+
+async def on_request(ctx: WorkerContext, event: Event) -> None:
+    b, sid = event.business_id, event.sid
+    # Stored already: Twilio is never asked again (guarantee 2).
+    if await ctx.store.stat(sid) is not None:
+        await ctx.registry.mark_ready(b, sid)
+        return
+    await ctx.redis.sadd(keys.BUSINESSES, b)  # type: ignore[misc]
+    result = await ctx.slots.request(b, sid)
+    max_slots = ctx.slots.max_slots
+    if result.verdict == "admitted":
+        log.info(
+            "RECORDING_ENQUEUE business_id=%s sid=%s active=%d/%d",
+            b, sid, result.active, max_slots,
+        )
+    elif result.verdict == "queued":
+        log.info(
+            "RECORDING_QUEUED business_id=%s sid=%s active=%d/%d queue_len=%d",
+            b, sid, result.active, max_slots, result.queue_len,
+        )
+    else:
+        log.debug("request coalesced business_id=%s sid=%s verdict=%s", b, sid, result.verdict)
+    await announce(ctx, b, result, skip=sid)
+
+
+async def on_start(ctx: WorkerContext, event: Event, start_download: StartDownload) -> None:
+    b, sid, token = event.business_id, event.sid, event.token
+    # A start entry redelivered after its download began, or outlived by its lease,
+    # must not begin a second download.
+    if not await ctx.slots.holds(b, sid, token):
+        log.debug("stale start business_id=%s sid=%s token=%s", b, sid, token)
+        return
+    start_download(b, sid, token)
+
+
+async def on_done(ctx: WorkerContext, event: Event) -> None:
+    b, sid = event.business_id, event.sid
+    outcome = event.outcome or "failed"
+    result = await ctx.slots.release(b, sid, event.token, outcome)  # type: ignore[arg-type]
+    if result.released:
+        log.info(
+            "RECORDING_DONE business_id=%s sid=%s active=%d/%d",
+            b, sid, result.active, ctx.slots.max_slots,
+        )
+        if outcome == "retry":
+            await schedule_retry(ctx, b, sid, event.delay_ms)
+    await announce(ctx, b, result)
+
+
+async def schedule_retry(ctx: WorkerContext, b: str, sid: str, delay_ms: int) -> None:
+    now_s, now_us = await ctx.redis.time()
+    due_ms = now_s * 1000 + now_us // 1000 + delay_ms
+    await ctx.redis.zadd(keys.DELAYED, {f"{b}|{sid}": due_ms})

@@ -1,0 +1,121 @@
+"""Background loops of a worker that keep the system moving when events are lost:
+
+- retries whose backoff ran out go back to the head of their business's queue;
+- stream entries of dead consumers are claimed (XAUTOCLAIM) and handled again, and
+  entries delivered too often are dead-lettered;
+- every business with work gets its slots reconciled (dead members requeued, queue and
+  dedup set repaired, free slots filled);
+- the event stream is trimmed below the oldest entry still pending.
+
+Every loop is safe to run in every worker at once: the scripts are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import RedisError
+
+from calls import keys
+from calls.events import Event
+from consumers.context import WorkerContext
+from consumers.dead_letters import dead_letter
+from consumers.handlers import announce
+
+log = logging.getLogger(__name__)
+
+HandleEntry = Callable[[str, dict[bytes, bytes]], Awaitable[None]]
+
+MAX_DELIVERIES = 5
+
+
+async def promote_due_retries(ctx: WorkerContext) -> int:
+    now_s, now_us = await ctx.redis.time()
+    now_ms = now_s * 1000 + now_us // 1000
+    due = await ctx.redis.zrangebyscore(keys.DELAYED, "-inf", now_ms, start=0, num=100)
+    for member in due:
+        b, _, sid = member.decode().partition("|")
+        result = await ctx.slots.requeue(b, sid)
+        await announce(ctx, b, result)
+        await ctx.redis.zrem(keys.DELAYED, member)
+    return len(due)
+
+
+async def reconcile_all(ctx: WorkerContext) -> None:
+    for raw in await ctx.redis.smembers(keys.BUSINESSES):  # type: ignore[misc]
+        b = raw.decode()
+        result = await ctx.slots.reconcile(b)
+        await announce(ctx, b, result)
+
+
+async def claim_stale(ctx: WorkerContext, handle: HandleEntry, min_idle_ms: int) -> int:
+    """Take over entries other consumers read but never acknowledged."""
+    claimed = 0
+    cursor = "0-0"
+    while True:
+        reply = await ctx.redis.xautoclaim(
+            keys.EVENTS, keys.EVENTS_GROUP, ctx.consumer, min_idle_ms, cursor, count=50
+        )
+        cursor, entries = reply[0], reply[1]
+        for entry_id, fields in entries:
+            if fields is None:  # deleted while pending
+                await ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)
+                continue
+            info = await ctx.redis.xpending_range(
+                keys.EVENTS, keys.EVENTS_GROUP, min=entry_id, max=entry_id, count=1
+            )
+            deliveries = int(info[0]["times_delivered"]) if info else 1
+            eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            if deliveries > MAX_DELIVERIES:
+                await _dead_letter_entry(ctx, eid, fields, deliveries)
+                continue
+            claimed += 1
+            await handle(eid, fields)
+        if cursor in (b"0-0", "0-0"):
+            return claimed
+
+
+async def _dead_letter_entry(
+    ctx: WorkerContext, entry_id: str, fields: dict[bytes, bytes], deliveries: int
+) -> None:
+    try:
+        event = Event.parse(fields)
+        b, sid = event.business_id, event.sid
+    except ValueError:
+        b, sid = "", ""
+    log.warning("stream entry %s delivered %d times: dead-lettered", entry_id, deliveries)
+    await dead_letter(
+        ctx.redis, b, sid, reason=f"delivered {deliveries} times", attempts=deliveries,
+        kind="stream",
+    )
+    await ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)
+
+
+async def trim_events(ctx: WorkerContext) -> None:
+    summary = await ctx.redis.xpending(keys.EVENTS, keys.EVENTS_GROUP)
+    groups = await ctx.redis.xinfo_groups(keys.EVENTS)
+    delivered = next(
+        (g["last-delivered-id"] for g in groups if g["name"] in (b"workers", "workers")), None
+    )
+    floor = summary["min"] if summary and summary.get("pending") else delivered
+    if floor:
+        # Entries before the oldest pending one are acknowledged everywhere: safe to drop.
+        await ctx.redis.xtrim(keys.EVENTS, minid=floor, approximate=True)
+
+
+async def run_every(
+    interval_s: float, name: str, step: Callable[[], Awaitable[object]], stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        try:
+            await step()
+        except RedisError as exc:
+            log.warning("%s: redis unavailable (%s); retrying", name, exc)
+        except Exception:
+            log.exception("%s failed; retrying", name)
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+        except TimeoutError:
+            pass

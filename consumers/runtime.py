@@ -1,0 +1,57 @@
+"""Wiring: settings in, a ready :class:`Worker` out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from calls.registry import CallRegistry
+from config.settings import Settings
+from consumers.context import WorkerContext
+from consumers.twilio_media import TwilioMedia
+from consumers.worker import Worker
+from semaphore import Slots
+from storage.factory import open_store
+
+
+async def build_worker(
+    settings: Settings, consumer: str
+) -> tuple[Worker, Callable[[], Awaitable[None]]]:
+    assert settings.redis_url and settings.twilio.account_sid and settings.twilio.auth_token
+    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    twilio = TwilioMedia(
+        api_base=settings.twilio.api_base,
+        account_sid=settings.twilio.account_sid,
+        auth_token=settings.twilio.auth_token,
+        read_timeout_s=settings.worker.twilio_read_timeout_s,
+    )
+    store = open_store(settings)
+    ctx = WorkerContext(
+        settings=settings,
+        redis=redis,
+        slots=Slots(
+            redis,
+            max_slots=settings.max_slots_per_business,
+            lease_ms=settings.inflight_ttl_ms,
+            queued_ttl_ms=settings.queued_ttl_s * 1000,
+        ),
+        registry=CallRegistry(redis),
+        store=store,
+        twilio=twilio,
+        consumer=consumer,
+        backoff_base_s=settings.worker.backoff_base_ms / 1000,
+    )
+    worker = Worker(
+        ctx,
+        claim_min_idle_ms=settings.worker.claim_min_idle_ms,
+        maintenance_interval_s=settings.worker.reconcile_interval_ms / 1000,
+        grace_s=settings.worker.shutdown_grace_s,
+    )
+
+    async def close() -> None:
+        await twilio.aclose()
+        await store.close()
+        await redis.aclose()
+
+    return worker, close

@@ -1,0 +1,147 @@
+"""The consumer-group loop: read events, hand each to its handler, acknowledge.
+
+A worker runs any number of downloads at once (the per-business slots bound them); on
+SIGTERM it stops reading, lets running downloads finish for a grace period, then hands
+the rest back to their queues and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+
+from calls import keys
+from calls.events import Event
+from consumers import handlers, maintenance
+from consumers.context import WorkerContext
+from consumers.dead_letters import dead_letter
+from consumers.download_job import run_download
+
+log = logging.getLogger(__name__)
+
+READ_COUNT = 32
+READ_BLOCK_MS = 1000
+
+
+class Worker:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        *,
+        claim_min_idle_ms: int = 30_000,
+        maintenance_interval_s: float = 5.0,
+        retry_poll_s: float = 0.2,
+        grace_s: float = 20.0,
+    ) -> None:
+        self.ctx = ctx
+        self.claim_min_idle_ms = claim_min_idle_ms
+        self.maintenance_interval_s = maintenance_interval_s
+        self.retry_poll_s = retry_poll_s
+        self.grace_s = grace_s
+        self.stop = asyncio.Event()
+        self.downloads: set[asyncio.Task[None]] = set()
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.ctx.redis.xgroup_create(
+                keys.EVENTS, keys.EVENTS_GROUP, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def start_download(self, b: str, sid: str, token: str) -> None:
+        task = asyncio.create_task(run_download(self.ctx, b, sid, token), name=f"dl-{sid}")
+        self.downloads.add(task)
+        task.add_done_callback(self.downloads.discard)
+
+    async def handle(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        """Handle one entry and acknowledge it. A Redis error leaves it pending, so it is
+        claimed again later; an entry that is not an event is dead-lettered."""
+        try:
+            event = Event.parse(fields)
+        except ValueError as exc:
+            log.warning("malformed stream entry %s: %s", entry_id, exc)
+            await dead_letter(self.ctx.redis, "", "", reason=str(exc), attempts=1, kind="stream")
+        else:
+            if event.kind == "request":
+                await handlers.on_request(self.ctx, event)
+            elif event.kind == "start":
+                await handlers.on_start(self.ctx, event, self.start_download)
+            else:
+                await handlers.on_done(self.ctx, event)
+        await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)
+
+    async def _read_loop(self) -> None:
+        backoff_s = 0.1
+        while not self.stop.is_set():
+            try:
+                reply = await self.ctx.redis.xreadgroup(
+                    keys.EVENTS_GROUP,
+                    self.ctx.consumer,
+                    {keys.EVENTS: ">"},
+                    count=READ_COUNT,
+                    block=READ_BLOCK_MS,
+                )
+                for _stream, entries in reply or []:
+                    for entry_id, fields in entries:
+                        await self.handle(entry_id.decode(), fields)
+                backoff_s = 0.1
+            except (RedisConnectionError, TimeoutError, OSError) as exc:
+                log.warning("redis unreachable (%s); reconnecting in %.1fs", exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+                await self._recreate_group_if_lost()
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self._recreate_group_if_lost()
+                else:
+                    raise
+
+    async def _recreate_group_if_lost(self) -> None:
+        try:
+            await self.ensure_group()
+        except RedisError:
+            pass
+
+    async def _maintain(self) -> None:
+        await maintenance.claim_stale(self.ctx, self.handle, self.claim_min_idle_ms)
+        await maintenance.reconcile_all(self.ctx)
+        await maintenance.trim_events(self.ctx)
+
+    async def run(self) -> None:
+        await self.ensure_group()
+        loops = [
+            asyncio.create_task(
+                maintenance.run_every(
+                    self.retry_poll_s, "retries",
+                    lambda: maintenance.promote_due_retries(self.ctx), self.stop,
+                )
+            ),
+            asyncio.create_task(
+                maintenance.run_every(
+                    self.maintenance_interval_s, "maintenance", self._maintain, self.stop
+                )
+            ),
+        ]
+        log.info("worker %s reading %s", self.ctx.consumer, keys.EVENTS)
+        try:
+            await self._read_loop()
+        finally:
+            self.stop.set()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._drain()
+
+    async def _drain(self) -> None:
+        if not self.downloads:
+            return
+        log.info("draining %d downloads (grace %.0fs)", len(self.downloads), self.grace_s)
+        _done, pending = await asyncio.wait(set(self.downloads), timeout=self.grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+            log.info("handed back %d downloads", len(pending))

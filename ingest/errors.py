@@ -1,0 +1,49 @@
+"""The one place exceptions become HTTP answers."""
+
+from __future__ import annotations
+
+import logging
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ExceptionHandler
+
+from calls.errors import CallrecError, Unavailable
+
+log = logging.getLogger(__name__)
+
+REDIS_RETRY_AFTER_S = 5
+
+
+def _answer(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
+
+async def callrec_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CallrecError)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+    return _answer(exc.status_code, exc.detail, headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _answer(exc.status_code, exc.detail, dict(exc.headers or {}))
+
+
+async def redis_down(request: Request, exc: Exception) -> Response:
+    log.warning("redis unavailable: %s", exc)
+    return _answer(
+        503, "storage of call state unavailable, retry shortly",
+        {"Retry-After": str(REDIS_RETRY_AFTER_S)},
+    )
+
+
+HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {
+    CallrecError: callrec_error,
+    HTTPException: http_error,
+    RedisConnectionError: redis_down,
+    RedisTimeoutError: redis_down,
+}

@@ -1,0 +1,64 @@
+"""Build the Starlette application from settings."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.routing import Route
+from twilio.request_validator import RequestValidator
+
+from calls.registry import CallRegistry
+from config.settings import Settings
+from ingest import calls_api, health, metrics, page, playback, status_events, webhooks
+from ingest.errors import HANDLERS
+from ingest.state import AppState
+from storage.factory import open_store
+
+ROUTES = [
+    Route("/", page.index, methods=["GET"]),
+    Route("/healthz", health.healthz, methods=["GET"]),
+    Route("/readyz", health.readyz, methods=["GET"]),
+    Route("/metrics", metrics.metrics, methods=["GET"]),
+    Route(
+        "/webhooks/twilio/{business_id}/call-status", webhooks.call_status, methods=["POST"]
+    ),
+    Route(
+        "/webhooks/twilio/{business_id}/recording-status",
+        webhooks.recording_status,
+        methods=["POST"],
+    ),
+    Route("/api/calls", calls_api.list_calls, methods=["GET"]),
+    Route("/api/calls/{call_sid}/recording", playback.play, methods=["GET", "HEAD"]),
+    Route("/api/calls/{call_sid}/download", playback.download, methods=["GET", "HEAD"]),
+    Route("/api/calls/{call_sid}/recording/status", playback.status, methods=["GET"]),
+    Route("/api/events", status_events.events, methods=["GET"]),
+]
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        assert settings.redis_url
+        redis = Redis.from_url(
+            settings.redis_url, health_check_interval=30, socket_connect_timeout=2,
+            max_connections=512,
+        )
+        store = open_store(settings)
+        token = settings.twilio.auth_token
+        app.state.callrec = AppState(
+            settings=settings,
+            redis=redis,
+            registry=CallRegistry(redis),
+            store=store,
+            validator=RequestValidator(token) if token else None,
+        )
+        try:
+            yield
+        finally:
+            await store.close()
+            await redis.aclose()
+
+    return Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)

@@ -1,0 +1,141 @@
+"""``GET /metrics``: Prometheus text, built from Redis at scrape time so that any web
+process reports the whole deployment (every web and worker process on every host).
+
+Per-business gauges are bounded: the ``TOP_BUSINESSES`` busiest businesses get their
+own label; the totals cover everyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from calls import keys, stats
+from ingest.state import app_state
+
+TOP_BUSINESSES = 20
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Snapshot(Collector):
+    def __init__(
+        self,
+        counters: dict[str, float],
+        per_business: list[tuple[str, int, int]],
+        dead_letters: int,
+        stream_pending: int,
+        stream_lag: int,
+    ) -> None:
+        self.counters = counters
+        self.per_business = per_business
+        self.dead_letters = dead_letters
+        self.stream_pending = stream_pending
+        self.stream_lag = stream_lag
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.counters
+        plays = CounterMetricFamily(
+            "callrec_play_requests", "Play and download requests by result", labels=["result"]
+        )
+        for result in ("hit", "pending", "not_found"):
+            plays.add_metric([result], c.get(stats.play_field(result), 0.0))
+        yield plays
+        downloads = CounterMetricFamily(
+            "callrec_downloads", "Twilio downloads by outcome", labels=["outcome"]
+        )
+        for outcome in ("ok", "retry", "failed"):
+            downloads.add_metric([outcome], c.get(stats.download_field(outcome), 0.0))
+        yield downloads
+        buckets: list[tuple[str, float]] = []
+        running = 0.0
+        for bound in stats.DOWNLOAD_BUCKETS_S:
+            running += c.get(f"download_seconds:{bound}", 0.0)
+            buckets.append((str(bound), running))
+        running += c.get("download_seconds:inf", 0.0)
+        buckets.append(("+Inf", running))
+        yield HistogramMetricFamily(
+            "callrec_download_seconds",
+            "Time from slot grant to the end of a download attempt",
+            buckets=buckets,
+            sum_value=c.get("download_seconds:sum", 0.0),
+        )
+        in_use = GaugeMetricFamily("callrec_slots_in_use", "Download slots held, all businesses")
+        in_use.add_metric([], sum(s for _, s, _ in self.per_business))
+        yield in_use
+        queued = GaugeMetricFamily("callrec_queued_requests", "Requests waiting for a slot")
+        queued.add_metric([], sum(q for _, _, q in self.per_business))
+        yield queued
+        top = sorted(self.per_business, key=lambda row: (row[1] + row[2]), reverse=True)
+        per_slots = GaugeMetricFamily(
+            "callrec_business_slots_in_use", "Slots held, busiest businesses only",
+            labels=["business_id"],
+        )
+        per_queue = GaugeMetricFamily(
+            "callrec_business_queued_requests", "Queue length, busiest businesses only",
+            labels=["business_id"],
+        )
+        for b, s, q in top[:TOP_BUSINESSES]:
+            if s or q:
+                per_slots.add_metric([b], s)
+                per_queue.add_metric([b], q)
+        yield per_slots
+        yield per_queue
+        dead = GaugeMetricFamily("callrec_dead_letters", "Entries in the dead-letter stream")
+        dead.add_metric([], self.dead_letters)
+        yield dead
+        pending = GaugeMetricFamily(
+            "callrec_stream_pending", "Event stream entries read but not acknowledged"
+        )
+        pending.add_metric([], self.stream_pending)
+        yield pending
+        lag = GaugeMetricFamily("callrec_stream_lag", "Event stream entries not yet read")
+        lag.add_metric([], self.stream_lag)
+        yield lag
+
+
+async def _per_business(redis: Redis) -> list[tuple[str, int, int]]:
+    businesses = [b.decode() for b in await redis.smembers(keys.BUSINESSES)]  # type: ignore[misc]
+    async with redis.pipeline(transaction=False) as pipe:
+        for b in businesses:
+            pipe.scard(keys.slots(b))
+            pipe.llen(keys.queue(b))
+        counts = await pipe.execute()
+    return [(b, int(counts[2 * i]), int(counts[2 * i + 1])) for i, b in enumerate(businesses)]
+
+
+async def _stream_figures(redis: Redis) -> tuple[int, int]:
+    try:
+        groups = await redis.xinfo_groups(keys.EVENTS)
+    except ResponseError:  # no stream yet
+        return 0, 0
+    for group in groups:
+        if group["name"] in (keys.EVENTS_GROUP, keys.EVENTS_GROUP.encode()):
+            return int(group["pending"]), int(group.get("lag") or 0)
+    return 0, 0
+
+
+async def metrics(request: Request) -> Response:
+    redis = app_state(request).redis
+    pending, lag = await _stream_figures(redis)
+    snapshot = _Snapshot(
+        counters=await stats.snapshot(redis),
+        per_business=await _per_business(redis),
+        dead_letters=int(await redis.xlen(keys.DEAD_LETTERS)),
+        stream_pending=pending,
+        stream_lag=lag,
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(snapshot)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE)

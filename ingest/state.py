@@ -1,0 +1,27 @@
+"""Everything a request handler needs, built once at start-up and kept on ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from starlette.requests import Request
+from twilio.request_validator import RequestValidator
+
+from calls.registry import CallRegistry
+from config.settings import Settings
+from storage import RecordingStore
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    settings: Settings
+    redis: Redis
+    registry: CallRegistry
+    store: RecordingStore
+    validator: RequestValidator | None  # None when TWILIO_AUTH_TOKEN is unset
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.callrec
+    return state

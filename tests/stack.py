@@ -1,0 +1,142 @@
+"""Real callrec processes for tests: ``web`` under uvicorn and ``worker`` as
+``python -m consumers``, each a subprocess with its own log file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from callrec.embedded_redis import free_port
+from ingest.auth import issue_token
+
+JWT_SECRET = "test-secret-" + "x" * 32
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    redis_url: str
+    twilio_base: str
+    account_sid: str
+    auth_token: str
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    procs: list[Proc] = field(default_factory=list)
+    web_urls: list[str] = field(default_factory=list)
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.tmp / "recordings"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            k: v for k, v in os.environ.items()
+            if not k.startswith(("TWILIO_", "CALLREC_", "S3_", "STORAGE", "SERVE_"))
+        }
+        env.update(
+            REDIS_URL=self.redis_url,
+            TWILIO_ACCOUNT_SID=self.account_sid,
+            TWILIO_AUTH_TOKEN=self.auth_token,
+            TWILIO_API_BASE=self.twilio_base,
+            CALLREC_JWT_SECRET=JWT_SECRET,
+            RECORDINGS_DIR=str(self.recordings_dir),
+            DOWNLOAD_BACKOFF_BASE_MS="100",
+            RECONCILE_INTERVAL_MS="500",
+            PYTHONPATH=str(ROOT),
+        )
+        env.update(self.env_overrides)
+        env.update(extra)
+        return env
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
+        log_path = self.tmp / f"{name}.log"
+        out = log_path.open("wb")
+        popen = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        out.close()
+        proc = Proc(name, popen, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def start_web(self, **extra: str) -> str:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = self.env(PUBLIC_BASE_URL=url, **extra)
+        proc = self._spawn(
+            f"web{len(self.web_urls)}",
+            [sys.executable, "-m", "uvicorn", "ingest.app:app", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning"],
+            env,
+        )
+
+        def healthy() -> bool:
+            if not proc.alive():
+                raise AssertionError(f"web exited:\n{proc.log()}")
+            try:
+                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, "web to answer /healthz")
+        self.web_urls.append(url)
+        return url
+
+    def start_worker(self, **extra: str) -> Proc:
+        n = sum(1 for p in self.procs if p.name.startswith("worker"))
+        proc = self._spawn(f"worker{n}", [sys.executable, "-m", "consumers"], self.env(**extra))
+        wait_for(lambda: "reading rec_events" in proc.log() or not proc.alive(), "worker start")
+        assert proc.alive(), proc.log()
+        return proc
+
+    def workers(self) -> list[Proc]:
+        return [p for p in self.procs if p.name.startswith("worker")]
+
+    def worker_logs(self) -> str:
+        return "".join(p.log() for p in self.workers())
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.alive():
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+
+
+def token(business: str, ttl_s: int = 3600) -> str:
+    return issue_token(JWT_SECRET, business, ttl_s)
+
+
+def auth(business: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(business)}"}

@@ -1,0 +1,146 @@
+"""The slot scripts against a real Redis: caps, FIFO, leases, idempotency, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from calls import keys
+from semaphore import Slots
+
+B = "biz1"
+
+
+def sid(n: int) -> str:
+    return f"CA{n:032x}"
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def make_slots(redis: Redis, *, lease_ms: int = 60_000, queued_ttl_ms: int = 60_000) -> Slots:
+    return Slots(redis, max_slots=3, lease_ms=lease_ms, queued_ttl_ms=queued_ttl_ms)
+
+
+async def test_three_admitted_rest_queued_in_order(redis: Redis) -> None:
+    slots = make_slots(redis)
+    verdicts = [(await slots.request(B, sid(i))).verdict for i in range(6)]
+    assert verdicts == ["admitted"] * 3 + ["queued"] * 3
+    assert await redis.scard(keys.slots(B)) == 3
+    queue = [s.decode() for s in await redis.lrange(keys.queue(B), 0, -1)]
+    assert queue == [sid(3), sid(4), sid(5)]
+    assert (await slots.request(B, sid(5))).position == 3
+
+
+async def test_request_is_idempotent(redis: Redis) -> None:
+    slots = make_slots(redis)
+    for _ in range(3):
+        await slots.request(B, sid(0))
+    await slots.request(B, sid(1))
+    again = await slots.request(B, sid(0))
+    assert again.verdict == "active"
+    assert await redis.scard(keys.slots(B)) == 2
+    for i in range(2, 5):
+        await slots.request(B, sid(i))
+    waiting = await slots.request(B, sid(4))
+    assert waiting.verdict == "waiting"
+    assert await redis.llen(keys.queue(B)) == 2
+    assert await redis.scard(keys.queued(B)) == 2
+
+
+async def test_release_promotes_head_and_is_idempotent(redis: Redis) -> None:
+    slots = make_slots(redis)
+    admitted = {}
+    for i in range(5):
+        r = await slots.request(B, sid(i))
+        for a in r.promoted:
+            admitted[a.sid] = a.token
+    first = await slots.release(B, sid(0), admitted[sid(0)], "ready")
+    assert first.released
+    assert [a.sid for a in first.promoted] == [sid(3)]
+    second = await slots.release(B, sid(0), admitted[sid(0)], "ready")
+    assert not second.released and not second.promoted
+    assert await redis.scard(keys.slots(B)) == 3
+    assert [s.decode() for s in await redis.lrange(keys.queue(B), 0, -1)] == [sid(4)]
+
+
+async def test_stale_token_cannot_release(redis: Redis) -> None:
+    slots = make_slots(redis)
+    r = await slots.request(B, sid(0))
+    token = r.promoted[0].token
+    result = await slots.release(B, sid(0), str(int(token) + 99), "ready")
+    assert not result.released
+    assert await slots.holds(B, sid(0), token)
+
+
+async def test_expired_lease_frees_slot_and_requeues_at_head(redis: Redis) -> None:
+    slots = make_slots(redis, lease_ms=200)
+    for i in range(4):
+        await slots.request(B, sid(i))
+    # sid(0..2) hold slots, sid(3) waits. Let every lease lapse without renewal.
+    await asyncio.sleep(0.4)
+    assert await redis.scard(keys.slots(B)) == 3  # the SET still lists them ...
+    result = await slots.reconcile(B)
+    # ... but members without a lease do not count: they go back to the head, in
+    # front of sid(3), and take the freed slots again with new tokens.
+    assert {a.sid for a in result.promoted} == {sid(0), sid(1), sid(2)}
+    assert [s.decode() for s in await redis.lrange(keys.queue(B), 0, -1)] == [sid(3)]
+    assert await redis.scard(keys.slots(B)) == 3
+
+
+async def test_renew_keeps_only_the_current_holder(redis: Redis) -> None:
+    slots = make_slots(redis, lease_ms=300)
+    token = (await slots.request(B, sid(0))).promoted[0].token
+    for _ in range(3):
+        await asyncio.sleep(0.15)
+        assert await slots.renew(B, sid(0), token)
+    assert await redis.exists(keys.inflight(B, sid(0)))
+    assert not await slots.renew(B, sid(0), "not-the-token")
+
+
+async def test_stale_queued_entries_are_dropped_from_list_and_set(redis: Redis) -> None:
+    slots = make_slots(redis, queued_ttl_ms=100)
+    tokens = {}
+    for i in range(4):
+        for a in (await slots.request(B, sid(i))).promoted:
+            tokens[a.sid] = a.token
+    await asyncio.sleep(0.25)
+    result = await slots.release(B, sid(0), tokens[sid(0)], "ready")
+    assert result.dropped == (sid(3),)
+    assert await redis.llen(keys.queue(B)) == 0
+    assert await redis.scard(keys.queued(B)) == 0
+    assert await redis.hget(keys.call(B, sid(3)), "state") == b"failed"
+
+
+async def test_reconcile_repairs_queue_and_set_out_of_step(redis: Redis) -> None:
+    slots = make_slots(redis)
+    for i in range(3):
+        await slots.request(B, sid(i))
+    await redis.sadd(keys.queued(B), sid(7))  # in the set, missing from the list
+    await redis.rpush(keys.queue(B), sid(8))  # in the list, missing from the set
+    await slots.reconcile(B)
+    assert set(await redis.smembers(keys.queued(B))) == {sid(7).encode(), sid(8).encode()}
+    assert sorted(await redis.lrange(keys.queue(B), 0, -1)) == [sid(7).encode(), sid(8).encode()]
+
+
+async def test_businesses_are_independent(redis: Redis) -> None:
+    slots = make_slots(redis)
+    for i in range(5):
+        await slots.request("a", sid(i))
+    other = await slots.request("b", sid(99))
+    assert other.verdict == "admitted"
+
+
+async def test_concurrent_requests_never_exceed_cap(redis: Redis) -> None:
+    slots = make_slots(redis)
+    results = await asyncio.gather(*(slots.request(B, sid(i)) for i in range(50)))
+    assert sum(r.verdict == "admitted" for r in results) == 3
+    assert await redis.scard(keys.slots(B)) == 3
+    assert await redis.llen(keys.queue(B)) == 47
