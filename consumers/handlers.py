@@ -72,9 +72,11 @@ async def on_done(ctx: WorkerContext, event: Event) -> None:
     outcome = event.outcome or "failed"
     result = await ctx.slots.release(b, sid, event.token, outcome)  # type: ignore[arg-type]
     if result.released:
+        # The script already promoted the next ones; DONE reports the count between the
+        # release and those promotions, NEXT the count after each.
         log.info(
             "RECORDING_DONE business_id=%s sid=%s active=%d/%d",
-            b, sid, result.active, ctx.slots.max_slots,
+            b, sid, result.active - len(result.promoted), ctx.slots.max_slots,
         )
         if outcome == "retry":
             await schedule_retry(ctx, b, sid, event.delay_ms)

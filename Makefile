@@ -1,0 +1,32 @@
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install dev test lint typecheck bench chaos clean
+
+$(BIN)/callrec: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/callrec
+
+## Run the service locally: embedded Redis, disk storage, Twilio simulator with demo calls.
+dev: install
+	$(BIN)/callrec dev
+
+## The test suite (what CI runs): lint, types, then pytest against real Redis and HTTP.
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .callrec-dev

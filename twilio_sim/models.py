@@ -1,0 +1,93 @@
+"""The simulator's vocabulary: recordings, injectable faults, and their media bytes."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+DEMO_ACCOUNT_SID = "AC" + "d3a0" * 8
+DEMO_AUTH_TOKEN = "5e1f" * 8
+
+# An ID3v2.4 header with an empty tag: enough for players and `file` to call it MP3-ish.
+_ID3_HEADER = b"ID3\x04\x00\x00\x00\x00\x00\x00"
+
+FaultKind = Literal["not_found", "too_many", "server_error", "cut_off", "stall"]
+
+
+@dataclass(frozen=True)
+class SimRecording:
+    business_id: str
+    call_sid: str
+    recording_sid: str
+    size_bytes: int = 64 * 1024
+    duration_s: int = 30
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted misbehaviour of a single media request; build them with the constructors."""
+
+    kind: FaultKind
+    status: int = 200
+    retry_after_s: float | None = None
+    after_bytes: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def not_found(cls) -> Fault:
+        return cls("not_found", status=404)
+
+    @classmethod
+    def too_many(cls, retry_after_s: float | None = None) -> Fault:
+        return cls("too_many", status=429, retry_after_s=retry_after_s)
+
+    @classmethod
+    def server_error(cls, status: int = 500) -> Fault:
+        return cls("server_error", status=status)
+
+    @classmethod
+    def cut_off(cls, after_bytes: int) -> Fault:
+        return cls("cut_off", after_bytes=after_bytes)
+
+    @classmethod
+    def stall(cls, seconds: float) -> Fault:
+        return cls("stall", seconds=seconds)
+
+    @property
+    def is_status(self) -> bool:
+        """True when the fault replaces the whole response instead of spoiling a 200 body."""
+        return self.kind in ("not_found", "too_many", "server_error")
+
+
+@functools.lru_cache(maxsize=64)
+def media_bytes(rec: SimRecording) -> bytes:
+    """The exact body served for `rec`; non-repeating, so a misplaced byte range cannot pass."""
+    seed = hashlib.sha256(rec.recording_sid.encode()).digest()
+    if rec.size_bytes <= len(_ID3_HEADER):
+        return _ID3_HEADER[: rec.size_bytes]
+    tail = random.Random(seed).randbytes(rec.size_bytes - len(_ID3_HEADER))
+    return _ID3_HEADER + tail
+
+
+def _sid(prefix: str, *parts: str) -> str:
+    return prefix + hashlib.sha256(":".join(parts).encode()).hexdigest()[:32]
+
+
+def demo_recordings(business_id: str, n: int) -> list[SimRecording]:
+    """Deterministic recordings so a restarted `callrec dev` sees the same calls again."""
+    recs = []
+    for i in range(n):
+        recs.append(
+            SimRecording(
+                business_id=business_id,
+                call_sid=_sid("CA", business_id, str(i), "call"),
+                recording_sid=_sid("RE", business_id, str(i), "recording"),
+                # Varied sizes and lengths make the demo page look like real traffic.
+                size_bytes=(48 + 16 * (i % 5)) * 1024,
+                duration_s=15 + 7 * (i % 9),
+            )
+        )
+    return recs

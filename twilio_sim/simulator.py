@@ -1,0 +1,180 @@
+"""Simulator: the in-process handle tests and `callrec dev` use to run and script fake Twilio."""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+
+from twilio_sim.api import build_api_app
+from twilio_sim.cdn import CdnSigner, build_cdn_app
+from twilio_sim.models import (
+    DEMO_ACCOUNT_SID,
+    DEMO_AUTH_TOKEN,
+    Fault,
+    SimRecording,
+    demo_recordings,
+)
+from twilio_sim.resources import recording_path
+from twilio_sim.server import ServerThread
+from twilio_sim.state import MediaSettings, SimState
+from twilio_sim.streaming import ActiveResponses
+from twilio_sim.webhooks import call_status_params, post_signed, recording_status_params
+
+logger = logging.getLogger(__name__)
+
+
+class Simulator:
+    """Twilio's media/listing API plus a signed-URL CDN, each on its own loopback port."""
+
+    demo_recordings = staticmethod(demo_recordings)
+
+    def __init__(
+        self, account_sid: str = DEMO_ACCOUNT_SID, auth_token: str = DEMO_AUTH_TOKEN
+    ) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self._state = SimState()
+        self._settings = MediaSettings()
+        self._signer = CdnSigner()
+        self._active = ActiveResponses()
+        self._servers: ServerThread | None = None
+        self._base_url = ""
+
+    # lifecycle
+
+    def start(self) -> None:
+        if self._servers is not None:
+            raise RuntimeError("simulator already started")
+        self._active = ActiveResponses()
+        servers = ServerThread([
+            build_api_app(self._state, self._settings, self._signer, self._active,
+                          account_sid=self.account_sid, auth_token=self.auth_token),
+            build_cdn_app(self._state, self._settings, self._signer, self._active),
+        ], before_stop=self._active.abort_all)
+        servers.start()
+        self._servers = servers
+        self._base_url, self._signer.base_url = servers.urls()
+        logger.info("twilio simulator on %s (cdn %s)", self._base_url, self._signer.base_url)
+
+    def stop(self) -> None:
+        if self._servers is not None:
+            self._servers.stop()
+            self._servers = None
+
+    def __enter__(self) -> Simulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._servers is None:
+            raise RuntimeError("simulator is not running")
+        return self._base_url
+
+    @property
+    def cdn_base_url(self) -> str:
+        if self._servers is None:
+            raise RuntimeError("simulator is not running")
+        return self._signer.base_url
+
+    def recording_url(self, recording_sid: str) -> str:
+        """The RecordingUrl Twilio would send (no extension)."""
+        return self.base_url + recording_path(self.account_sid, recording_sid)
+
+    # scripting
+
+    def add_recording(self, rec: SimRecording) -> None:
+        self._state.add(rec)
+
+    def set_faults(self, recording_sid: str, faults: list[Fault]) -> None:
+        self._state.set_faults(recording_sid, faults)
+
+    @property
+    def latency_s(self) -> float:
+        return self._settings.latency_s
+
+    @latency_s.setter
+    def latency_s(self, value: float) -> None:
+        self._settings.latency_s = value
+
+    @property
+    def chunk_delay_s(self) -> float:
+        return self._settings.chunk_delay_s
+
+    @chunk_delay_s.setter
+    def chunk_delay_s(self, value: float) -> None:
+        self._settings.chunk_delay_s = value
+
+    @property
+    def chunk_size(self) -> int:
+        return self._settings.chunk_size
+
+    @chunk_size.setter
+    def chunk_size(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("chunk_size must be positive")
+        self._settings.chunk_size = value
+
+    @property
+    def redirect_to_cdn(self) -> bool:
+        return self._settings.redirect_to_cdn
+
+    @redirect_to_cdn.setter
+    def redirect_to_cdn(self, value: bool) -> None:
+        self._settings.redirect_to_cdn = value
+
+    # counters
+
+    def downloads(self, recording_sid: str) -> int:
+        return self._state.downloads(recording_sid)
+
+    def total_downloads(self) -> int:
+        return self._state.total_downloads()
+
+    def media_requests(self, recording_sid: str) -> int:
+        return self._state.media_requests(recording_sid)
+
+    def max_concurrent(self, business_id: str) -> int:
+        return self._state.max_concurrent(business_id)
+
+    def current_concurrent(self, business_id: str) -> int:
+        return self._state.current_concurrent(business_id)
+
+    def order_started(self, business_id: str) -> list[str]:
+        return self._state.order_started(business_id)
+
+    def listing_requests(self) -> int:
+        return self._state.listing_requests()
+
+    def reset_counters(self) -> None:
+        self._state.reset_counters()
+
+    # webhooks
+
+    def send_call_status(
+        self, url: str, *, call_sid: str, parent_call_sid: str = "",
+        from_: str = "+15550000001", to: str = "+15550000002", direction: str = "inbound",
+        call_status: str = "completed", duration_s: int = 30, timestamp: str | None = None,
+        sequence_number: int = 0,
+    ) -> int:
+        params = call_status_params(
+            account_sid=self.account_sid, call_sid=call_sid, parent_call_sid=parent_call_sid,
+            from_=from_, to=to, direction=direction, call_status=call_status,
+            duration_s=duration_s, timestamp=timestamp, sequence_number=sequence_number,
+        )
+        return post_signed(url, params, self.auth_token)
+
+    def send_recording_status(
+        self, url: str, rec: SimRecording, *, status: str = "completed", error_code: str = ""
+    ) -> int:
+        params = recording_status_params(
+            rec, account_sid=self.account_sid, base_url=self.base_url, status=status,
+            error_code=error_code,
+        )
+        return post_signed(url, params, self.auth_token)
