@@ -68,8 +68,16 @@ def run_dev(*, port: int, workers: int, demo_calls: int) -> int:
 
         procs: list[subprocess.Popen[bytes]] = []
         web = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "ingest.app:app", "--host", "127.0.0.1",
-             "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "ingest.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             env=env,
         )
         procs.append(web)
@@ -91,9 +99,12 @@ def run_dev(*, port: int, workers: int, demo_calls: int) -> int:
         if simulator is not None:
             _seed_demo(simulator, env["PUBLIC_BASE_URL"], demo_calls)
         token = issue_token(env["CALLREC_JWT_SECRET"], DEMO_BUSINESS, 12 * 3600)
-        print(f"\ncallrec is running: {base_url}/?token={token}\n"
-              f"API token for business '{DEMO_BUSINESS}' (12 h): {token}\n"
-              "Ctrl-C stops everything.", flush=True)
+        print(
+            f"\ncallrec is running: {base_url}/?token={token}\n"
+            f"API token for business '{DEMO_BUSINESS}' (12 h): {token}\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
         try:
             while all(p.poll() is None for p in procs):
                 time.sleep(0.5)
@@ -112,7 +123,10 @@ def _seed_demo(simulator: object, public_base: str, n: int) -> None:
         simulator.add_recording(rec)
         stamp = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(now - 600 * (n - i)))
         simulator.send_call_status(
-            f"{hooks}/call-status", call_sid=rec.call_sid, timestamp=stamp,
-            duration_s=rec.duration_s, sequence_number=1,
+            f"{hooks}/call-status",
+            call_sid=rec.call_sid,
+            timestamp=stamp,
+            duration_s=rec.duration_s,
+            sequence_number=1,
         )
         simulator.send_recording_status(f"{hooks}/recording-status", rec)

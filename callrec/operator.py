@@ -6,6 +6,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from calls import keys
+from calls.redis_values import texts
 from config.settings import Settings
 from consumers.dead_letters import list_dead_letters, requeue_dead_letter
 
@@ -21,15 +22,15 @@ async def print_status(settings: Settings, business: str | None) -> int:
         if business:
             businesses = [business]
         else:
-            businesses = sorted(b.decode() for b in await redis.smembers(keys.BUSINESSES))  # type: ignore[misc]
+            businesses = sorted(texts(await redis.smembers(keys.BUSINESSES)))
         print(f"{'business':<20} {'slots':>7} {'queued':>7}  leases (sid: ms left)")
         for b in businesses:
-            members = sorted(m.decode() for m in await redis.smembers(keys.slots(b)))  # type: ignore[misc]
+            members = sorted(texts(await redis.smembers(keys.slots(b))))
             leases = []
             for sid in members:
                 ttl = await redis.pttl(keys.inflight(b, sid))
                 leases.append(f"{sid}: {ttl if ttl >= 0 else 'gone'}")
-            qlen = await redis.llen(keys.queue(b))  # type: ignore[misc]
+            qlen = await redis.llen(keys.queue(b))
             print(
                 f"{b:<20} {len(members):>3}/{settings.max_slots_per_business:<3} {qlen:>7}  "
                 + (", ".join(leases) or "-")
@@ -39,9 +40,11 @@ async def print_status(settings: Settings, business: str | None) -> int:
             pending = summary["pending"]
         except ResponseError:
             pending = 0
-        print(f"event stream: {await redis.exists(keys.EVENTS) and await redis.xlen(keys.EVENTS)} "
-              f"entries, {pending} pending; retries waiting: {await redis.zcard(keys.DELAYED)}; "
-              f"dead letters: {await redis.xlen(keys.DEAD_LETTERS)}")
+        print(
+            f"event stream: {await redis.exists(keys.EVENTS) and await redis.xlen(keys.EVENTS)} "
+            f"entries, {pending} pending; retries waiting: {await redis.zcard(keys.DELAYED)}; "
+            f"dead letters: {await redis.xlen(keys.DEAD_LETTERS)}"
+        )
     finally:
         await redis.aclose()
     return 0
@@ -54,8 +57,10 @@ async def dead_letters(settings: Settings, *, requeue: bool, entry_id: str | Non
         if entry_id:
             letters = [d for d in letters if d.id == entry_id]
         for d in letters:
-            print(f"{d.id} business_id={d.business_id} sid={d.sid} kind={d.kind} "
-                  f"attempts={d.attempts} reason={d.reason!r}")
+            print(
+                f"{d.id} business_id={d.business_id} sid={d.sid} kind={d.kind} "
+                f"attempts={d.attempts} reason={d.reason!r}"
+            )
             if requeue and d.sid:
                 await requeue_dead_letter(redis, d)
                 print(f"  requeued {d.sid}")

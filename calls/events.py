@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
 from calls import keys
+from calls.redis_values import text_map
 
 Kind = Literal["request", "start", "done"]
 
@@ -41,11 +42,8 @@ class Event:
         return {k: str(v) for k, v in asdict(self).items() if v}
 
     @classmethod
-    def parse(cls, raw: Mapping[bytes | str, bytes | str]) -> Event:
-        f = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in raw.items()
-        }
+    def parse(cls, raw: Mapping[Any, Any]) -> Event:
+        f = text_map(raw)
         kind = f.get("kind")
         if kind not in ("request", "start", "done") or "business_id" not in f or "sid" not in f:
             raise ValueError(f"not a callrec event: {f!r}")

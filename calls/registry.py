@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from calls import keys
 from calls.errors import BadRequest
+from calls.redis_values import text, text_map
 
 # What the API calls a recording's status; the slot scripts write these words.
 STATES = ("none", "available", "queued", "processing", "ready", "failed")
@@ -25,13 +26,6 @@ PENDING_STATES = ("queued", "processing")
 
 def _lua(name: str) -> str:
     return resources.files("calls").joinpath("lua", name).read_text(encoding="utf-8")
-
-
-def _decode(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,28 +133,28 @@ class CallRegistry:
         duration: str,
         now_ms: int,
     ) -> str:
-        state = await self._recording_status(
+        state: object = await self._recording_status(
             keys=[keys.call(b, sid), keys.calls_by_time(b), keys.status_stream(b)],
             args=[sid, recording_sid, twilio_status, duration, now_ms],
         )
-        return state.decode() if isinstance(state, bytes) else str(state)
+        return text(state)
 
     async def get(self, b: str, sid: str) -> Call | None:
-        raw = await self._redis.hgetall(keys.call(b, sid))  # type: ignore[misc]
+        raw = await self._redis.hgetall(keys.call(b, sid))
         if not raw:
             return None
-        return Call(b, _decode(raw))
+        return Call(b, text_map(raw))
 
     async def get_many(self, b: str, sids: Sequence[str]) -> list[Call]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for sid in sids:
                 pipe.hgetall(keys.call(b, sid))
             rows = await pipe.execute()
-        return [Call(b, _decode(row)) for row in rows if row]
+        return [Call(b, text_map(row)) for row in rows if row]
 
     async def mark_ready(self, b: str, sid: str) -> None:
         """The recording is in storage; say so once (status watchers get one event)."""
-        previous = await self._redis.hget(keys.call(b, sid), "state")  # type: ignore[misc]
+        previous = await self._redis.hget(keys.call(b, sid), "state")
         if previous != b"ready":
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(keys.call(b, sid), "state", "ready")
@@ -174,13 +168,13 @@ class CallRegistry:
 
     async def mark_no_recording(self, b: str, sid: str) -> None:
         """Twilio lists no recording for the call: say so, and stop offering it."""
-        await self._redis.hset(  # type: ignore[misc]
+        await self._redis.hset(
             keys.call(b, sid),
             mapping={"rec_twilio": "absent", "reason": "no recording at Twilio"},
         )
 
     async def set_recording_sid(self, b: str, sid: str, recording_sid: str) -> None:
-        await self._redis.hset(keys.call(b, sid), "rec_sid", recording_sid)  # type: ignore[misc]
+        await self._redis.hset(keys.call(b, sid), "rec_sid", recording_sid)
 
     async def note_attempt(self, b: str, sid: str, reason: str) -> int:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -190,7 +184,7 @@ class CallRegistry:
         return int(attempts)
 
     async def reset_attempts(self, b: str, sid: str) -> None:
-        await self._redis.hdel(keys.call(b, sid), "attempts", "reason")  # type: ignore[misc]
+        await self._redis.hdel(keys.call(b, sid), "attempts", "reason")
 
     async def page(
         self, b: str, *, limit: int, before: str | None
@@ -198,19 +192,19 @@ class CallRegistry:
         """Newest first. The cursor is (score, sid) of the last call returned, so calls
         added while a client pages never shift what it sees next."""
         index = keys.calls_by_time(b)
-        max_score: str = "+inf"
+        max_score = "+inf"
         after_sid: str | None = None
         if before:
             score, after_sid = decode_cursor(before)
             max_score = str(score)
         # Ties on started_at are ordered by sid descending (ZREVRANGEBYSCORE's order);
         # fetch a few more than asked to step over the ones at the cursor's own score.
-        rows: list[tuple[bytes, float]] = await self._redis.zrevrangebyscore(
+        rows: list[Any] = await self._redis.zrevrangebyscore(
             index, max_score, "-inf", start=0, num=limit + 64, withscores=True
         )
         picked: list[tuple[str, float]] = []
         for member, score in rows:
-            sid = member.decode()
+            sid = text(member)
             if after_sid is not None and int(score) == int(max_score) and sid >= after_sid:
                 continue
             picked.append((sid, score))

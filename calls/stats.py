@@ -9,6 +9,7 @@ import bisect
 from redis.asyncio import Redis
 
 from calls.keys import STATS
+from calls.redis_values import text_map
 
 DOWNLOAD_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -22,7 +23,7 @@ def download_field(outcome: str) -> str:
 
 
 async def count(redis: Redis, field: str, by: int = 1) -> None:
-    await redis.hincrby(STATS, field, by)  # type: ignore[misc]
+    await redis.hincrby(STATS, field, by)
 
 
 async def observe_download(redis: Redis, outcome: str, seconds: float) -> None:
@@ -37,5 +38,5 @@ async def observe_download(redis: Redis, outcome: str, seconds: float) -> None:
 
 
 async def snapshot(redis: Redis) -> dict[str, float]:
-    raw = await redis.hgetall(STATS)  # type: ignore[misc]
-    return {k.decode(): float(v) for k, v in raw.items()}
+    raw = await redis.hgetall(STATS)
+    return {k: float(v) for k, v in text_map(raw).items()}

@@ -119,9 +119,7 @@ class _Reader:
         return raw
 
 
-def load_settings(
-    env: Mapping[str, str] | None = None, *, require: Iterable[str] = ()
-) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str] = ()) -> Settings:
     """Read every variable once; ``require`` names those this process cannot run without."""
     read = _Reader(os.environ if env is None else env)
     for name in require:

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from calls import keys, stats
 from calls.events import Event, publish
+from calls.redis_values import entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +32,11 @@ async def dead_letter(
 
 
 async def list_dead_letters(redis: Redis, count: int = 100) -> list[DeadLetter]:
-    rows = await redis.xrange(keys.DEAD_LETTERS, count=count)
     out = []
-    for entry_id, raw in rows:
-        f = {k.decode(): v.decode() for k, v in raw.items()}
+    for entry_id, f in entries(await redis.xrange(keys.DEAD_LETTERS, count=count)):
         out.append(
             DeadLetter(
-                id=entry_id.decode(),
+                id=entry_id,
                 business_id=f.get("business_id", ""),
                 sid=f.get("sid", ""),
                 reason=f.get("reason", ""),
@@ -50,6 +49,6 @@ async def list_dead_letters(redis: Redis, count: int = 100) -> list[DeadLetter]:
 
 async def requeue_dead_letter(redis: Redis, letter: DeadLetter) -> None:
     """Give a dead letter a fresh set of attempts and request it again."""
-    await redis.hdel(keys.call(letter.business_id, letter.sid), "attempts", "reason")  # type: ignore[misc]
+    await redis.hdel(keys.call(letter.business_id, letter.sid), "attempts", "reason")
     await publish(redis, Event("request", letter.business_id, letter.sid, source="requeue"))
     await redis.xdel(keys.DEAD_LETTERS, letter.id)

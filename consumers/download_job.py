@@ -95,12 +95,19 @@ async def _after_failure(ctx: WorkerContext, b: str, sid: str, exc: DownloadErro
         delay_s = backoff_s(exc, attempts, base_s=ctx.backoff_base_s, cap_s=ctx.backoff_cap_s)
         log.info(
             "RECORDING_RETRY business_id=%s sid=%s attempts=%d delay_ms=%d reason=%s",
-            b, sid, attempts, delay_s * 1000, _words(exc.detail),
+            b,
+            sid,
+            attempts,
+            delay_s * 1000,
+            _words(exc.detail),
         )
         return Ending("retry", exc.detail, int(delay_s * 1000))
     log.info(
         "RECORDING_FAILED business_id=%s sid=%s attempts=%d reason=%s",
-        b, sid, attempts, _words(exc.detail),
+        b,
+        sid,
+        attempts,
+        _words(exc.detail),
     )
     await dead_letter(ctx.redis, b, sid, reason=exc.detail, attempts=attempts)
     return Ending("failed", exc.detail)
@@ -120,7 +127,12 @@ async def _finish(
     await publish(
         ctx.redis,
         Event(
-            "done", b, sid, token=token, outcome=ending.outcome, reason=ending.reason,
+            "done",
+            b,
+            sid,
+            token=token,
+            outcome=ending.outcome,
+            reason=ending.reason,
             delay_ms=ending.delay_ms,
         ),
     )

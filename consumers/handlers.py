@@ -23,7 +23,10 @@ async def announce(ctx: WorkerContext, b: str, result: SlotResult, *, skip: str 
         if admission.sid != skip:
             log.info(
                 "RECORDING_NEXT business_id=%s sid=%s active=%d/%d",
-                b, admission.sid, result.active, max_slots,
+                b,
+                admission.sid,
+                result.active,
+                max_slots,
             )
     for sid in result.dropped:
         log.info("RECORDING_EXPIRED business_id=%s sid=%s reason=queued_too_long", b, sid)
@@ -39,18 +42,25 @@ async def on_request(ctx: WorkerContext, event: Event) -> None:
     if await ctx.store.stat(sid) is not None:
         await ctx.registry.mark_ready(b, sid)
         return
-    await ctx.redis.sadd(keys.BUSINESSES, b)  # type: ignore[misc]
+    await ctx.redis.sadd(keys.BUSINESSES, b)
     result = await ctx.slots.request(b, sid)
     max_slots = ctx.slots.max_slots
     if result.verdict == "admitted":
         log.info(
             "RECORDING_ENQUEUE business_id=%s sid=%s active=%d/%d",
-            b, sid, result.active, max_slots,
+            b,
+            sid,
+            result.active,
+            max_slots,
         )
     elif result.verdict == "queued":
         log.info(
             "RECORDING_QUEUED business_id=%s sid=%s active=%d/%d queue_len=%d",
-            b, sid, result.active, max_slots, result.queue_len,
+            b,
+            sid,
+            result.active,
+            max_slots,
+            result.queue_len,
         )
     else:
         log.debug("request coalesced business_id=%s sid=%s verdict=%s", b, sid, result.verdict)
@@ -76,7 +86,10 @@ async def on_done(ctx: WorkerContext, event: Event) -> None:
         # release and those promotions, NEXT the count after each.
         log.info(
             "RECORDING_DONE business_id=%s sid=%s active=%d/%d",
-            b, sid, result.active - len(result.promoted), ctx.slots.max_slots,
+            b,
+            sid,
+            result.active - len(result.promoted),
+            ctx.slots.max_slots,
         )
         if outcome == "retry":
             await schedule_retry(ctx, b, sid, event.delay_ms)

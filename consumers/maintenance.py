@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from calls import keys
 from calls.events import Event
+from calls.redis_values import texts
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.handlers import announce
 
 log = logging.getLogger(__name__)
 
-HandleEntry = Callable[[str, dict[bytes, bytes]], Awaitable[None]]
+HandleEntry = Callable[[str, Mapping[Any, Any]], Awaitable[None]]
 
 MAX_DELIVERIES = 5
 
@@ -35,8 +37,8 @@ async def promote_due_retries(ctx: WorkerContext) -> int:
     now_s, now_us = await ctx.redis.time()
     now_ms = now_s * 1000 + now_us // 1000
     due = await ctx.redis.zrangebyscore(keys.DELAYED, "-inf", now_ms, start=0, num=100)
-    for member in due:
-        b, _, sid = member.decode().partition("|")
+    for member in texts(due):
+        b, _, sid = member.partition("|")
         result = await ctx.slots.requeue(b, sid)
         await announce(ctx, b, result)
         await ctx.redis.zrem(keys.DELAYED, member)
@@ -44,8 +46,7 @@ async def promote_due_retries(ctx: WorkerContext) -> int:
 
 
 async def reconcile_all(ctx: WorkerContext) -> None:
-    for raw in await ctx.redis.smembers(keys.BUSINESSES):  # type: ignore[misc]
-        b = raw.decode()
+    for b in texts(await ctx.redis.smembers(keys.BUSINESSES)):
         result = await ctx.slots.reconcile(b)
         await announce(ctx, b, result)
 
@@ -78,7 +79,7 @@ async def claim_stale(ctx: WorkerContext, handle: HandleEntry, min_idle_ms: int)
 
 
 async def _dead_letter_entry(
-    ctx: WorkerContext, entry_id: str, fields: dict[bytes, bytes], deliveries: int
+    ctx: WorkerContext, entry_id: str, fields: Mapping[Any, Any], deliveries: int
 ) -> None:
     try:
         event = Event.parse(fields)
@@ -87,7 +88,11 @@ async def _dead_letter_entry(
         b, sid = "", ""
     log.warning("stream entry %s delivered %d times: dead-lettered", entry_id, deliveries)
     await dead_letter(
-        ctx.redis, b, sid, reason=f"delivered {deliveries} times", attempts=deliveries,
+        ctx.redis,
+        b,
+        sid,
+        reason=f"delivered {deliveries} times",
+        attempts=deliveries,
         kind="stream",
     )
     await ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)

@@ -27,6 +27,7 @@ async def build_worker(
         read_timeout_s=settings.worker.twilio_read_timeout_s,
     )
     store = open_store(settings)
+    await store.startup()
     ctx = WorkerContext(
         settings=settings,
         redis=redis,

@@ -122,9 +122,7 @@ class TwilioMedia:
         async for chunk in response.aiter_raw(self._chunk_size):
             await sink.write(chunk)
         if expected is not None and expected.isdigit() and sink.size != int(expected):
-            raise DownloadError(
-                f"body cut short ({sink.size} of {expected} bytes)", retryable=True
-            )
+            raise DownloadError(f"body cut short ({sink.size} of {expected} bytes)", retryable=True)
         if sink.size == 0:
             raise DownloadError("empty body", retryable=True)
         return sink.size

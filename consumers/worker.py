@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from calls import keys
 from calls.events import Event
+from calls.redis_values import stream_entries
 from consumers import handlers, maintenance
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
@@ -58,7 +61,7 @@ class Worker:
         self.downloads.add(task)
         task.add_done_callback(self.downloads.discard)
 
-    async def handle(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+    async def handle(self, entry_id: str, fields: Mapping[Any, Any]) -> None:
         """Handle one entry and acknowledge it. A Redis error leaves it pending, so it is
         claimed again later; an entry that is not an event is dead-lettered."""
         try:
@@ -86,9 +89,8 @@ class Worker:
                     count=READ_COUNT,
                     block=READ_BLOCK_MS,
                 )
-                for _stream, entries in reply or []:
-                    for entry_id, fields in entries:
-                        await self.handle(entry_id.decode(), fields)
+                for entry_id, fields in stream_entries(reply):
+                    await self.handle(entry_id, fields)
                 backoff_s = 0.1
             except (RedisConnectionError, TimeoutError, OSError) as exc:
                 log.warning("redis unreachable (%s); reconnecting in %.1fs", exc, backoff_s)
@@ -117,8 +119,10 @@ class Worker:
         loops = [
             asyncio.create_task(
                 maintenance.run_every(
-                    self.retry_poll_s, "retries",
-                    lambda: maintenance.promote_due_retries(self.ctx), self.stop,
+                    self.retry_poll_s,
+                    "retries",
+                    lambda: maintenance.promote_due_retries(self.ctx),
+                    self.stop,
                 )
             ),
             asyncio.create_task(

@@ -36,7 +36,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def redis_down(request: Request, exc: Exception) -> Response:
     log.warning("redis unavailable: %s", exc)
     return _answer(
-        503, "storage of call state unavailable, retry shortly",
+        503,
+        "storage of call state unavailable, retry shortly",
         {"Retry-After": str(REDIS_RETRY_AFTER_S)},
     )
 

@@ -22,9 +22,7 @@ ROUTES = [
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/readyz", health.readyz, methods=["GET"]),
     Route("/metrics", metrics.metrics, methods=["GET"]),
-    Route(
-        "/webhooks/twilio/{business_id}/call-status", webhooks.call_status, methods=["POST"]
-    ),
+    Route("/webhooks/twilio/{business_id}/call-status", webhooks.call_status, methods=["POST"]),
     Route(
         "/webhooks/twilio/{business_id}/recording-status",
         webhooks.recording_status,
@@ -43,7 +41,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         assert settings.redis_url
         redis = Redis.from_url(
-            settings.redis_url, health_check_interval=30, socket_connect_timeout=2,
+            settings.redis_url,
+            health_check_interval=30,
+            socket_connect_timeout=2,
             max_connections=512,
         )
         store = open_store(settings)

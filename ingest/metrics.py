@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from calls import keys, stats
+from calls.redis_values import texts
 from ingest.state import app_state
 
 TOP_BUSINESSES = 20
@@ -77,13 +78,15 @@ class _Snapshot(Collector):
         queued = GaugeMetricFamily("callrec_queued_requests", "Requests waiting for a slot")
         queued.add_metric([], sum(q for _, _, q in self.per_business))
         yield queued
-        top = sorted(self.per_business, key=lambda row: (row[1] + row[2]), reverse=True)
+        top = sorted(self.per_business, key=lambda row: row[1] + row[2], reverse=True)
         per_slots = GaugeMetricFamily(
-            "callrec_business_slots_in_use", "Slots held, busiest businesses only",
+            "callrec_business_slots_in_use",
+            "Slots held, busiest businesses only",
             labels=["business_id"],
         )
         per_queue = GaugeMetricFamily(
-            "callrec_business_queued_requests", "Queue length, busiest businesses only",
+            "callrec_business_queued_requests",
+            "Queue length, busiest businesses only",
             labels=["business_id"],
         )
         for b, s, q in top[:TOP_BUSINESSES]:
@@ -106,7 +109,7 @@ class _Snapshot(Collector):
 
 
 async def _per_business(redis: Redis) -> list[tuple[str, int, int]]:
-    businesses = [b.decode() for b in await redis.smembers(keys.BUSINESSES)]  # type: ignore[misc]
+    businesses = texts(await redis.smembers(keys.BUSINESSES))
     async with redis.pipeline(transaction=False) as pipe:
         for b in businesses:
             pipe.scard(keys.slots(b))

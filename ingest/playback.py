@@ -48,8 +48,8 @@ async def playable(state: AppState, b: str, call: Call) -> Call:
 
 
 async def _position(state: AppState, b: str, sid: str) -> int | None:
-    pos = await state.redis.lpos(keys.queue(b), sid)  # type: ignore[misc]
-    return None if pos is None else int(pos) + 1
+    pos = await state.redis.lpos(keys.queue(b), sid)
+    return pos + 1 if isinstance(pos, int) else None
 
 
 async def _pending(state: AppState, b: str, target: Call) -> Response:

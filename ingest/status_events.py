@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from calls import keys
+from calls.redis_values import entries, stream_entries
 from ingest.auth import business_of
 from ingest.state import app_state
 
@@ -24,25 +25,23 @@ async def _events(request: Request, b: str, last_id: str) -> AsyncIterator[bytes
     stream = keys.status_stream(b)
     if last_id == "$":
         # Pin "now" to a concrete id, so nothing slips between two blocking reads.
-        newest = await redis.xrevrange(stream, count=1)
-        last_id = newest[0][0].decode() if newest else "0-0"
+        newest = entries(await redis.xrevrange(stream, count=1))
+        last_id = newest[0][0] if newest else "0-0"
     yield b"retry: 2000\n\n"
     while not await request.is_disconnected():
         reply = await redis.xread({stream: last_id}, block=KEEPALIVE_S * 1000, count=100)
         if not reply:
             yield b": keep-alive\n\n"
             continue
-        for _stream, entries in reply:
-            for entry_id, raw in entries:
-                last_id = entry_id.decode()
-                f = {k.decode(): v.decode() for k, v in raw.items()}
-                position = f.get("position") or None
-                data = {
-                    "call_sid": f.get("sid"),
-                    "status": f.get("status"),
-                    "position": int(position) if position and position.isdigit() else None,
-                }
-                yield f"id: {last_id}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
+        for entry_id, f in stream_entries(reply):
+            last_id = entry_id
+            position = f.get("position") or None
+            data = {
+                "call_sid": f.get("sid"),
+                "status": f.get("status"),
+                "position": int(position) if position and position.isdigit() else None,
+            }
+            yield f"id: {last_id}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
 
 
 async def events(request: Request) -> StreamingResponse:

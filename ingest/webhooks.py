@@ -126,6 +126,7 @@ async def recording_status(request: Request) -> Response:
     )
     # Only a recording nobody has asked for yet is requested: a redelivered callback
     # finds it queued, processing or ready and does nothing.
-    if twilio_status == "completed" and new_state == "available" and state.settings.prefetch_on_webhook:
+    prefetch = state.settings.prefetch_on_webhook
+    if twilio_status == "completed" and new_state == "available" and prefetch:
         await request_download(state.redis, b, sid, source="webhook")
     return Response(status_code=204)

@@ -62,9 +62,7 @@ class SlotResult:
 class Slots:
     """Admission, release-and-promote and lease renewal for every business."""
 
-    def __init__(
-        self, redis: Redis, *, max_slots: int, lease_ms: int, queued_ttl_ms: int
-    ) -> None:
+    def __init__(self, redis: Redis, *, max_slots: int, lease_ms: int, queued_ttl_ms: int) -> None:
         self._redis = redis
         self.max_slots = max_slots
         self.lease_ms = lease_ms

@@ -17,6 +17,7 @@ from storage.staging import PART_SUFFIX, StagingFile
 log = logging.getLogger(__name__)
 
 LOCKS_DIRNAME = ".locks"
+STALE_PART_AGE_S = 60.0
 
 
 def _recording_from_stat(call_sid: str, path: Path, st: os.stat_result) -> StoredRecording:
@@ -86,6 +87,13 @@ class DiskStore(RecordingStore):
         st = await staged.commit(destination)
         log.info("stored sid=%s bytes=%d", call_sid, st.st_size)
         return _recording_from_stat(call_sid, destination, st)
+
+    async def startup(self) -> None:
+        # Temp files of processes killed mid-download; a live download holds its call's
+        # lock, which the sweep checks, so only orphans go.
+        removed = await asyncio.to_thread(self.sweep_stale_parts, STALE_PART_AGE_S)
+        if removed:
+            log.info("removed %d orphaned temp files", removed)
 
     async def close(self) -> None:
         """Nothing to release: locks and staging files are scoped to their blocks."""

@@ -34,8 +34,11 @@ def register(
     stamp = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(1_700_000_000 + n))
     hooks = f"{web}/webhooks/twilio/{business}"
     status = sim.send_call_status(
-        f"{hooks}/call-status", call_sid=rec.call_sid, parent_call_sid=parent,
-        timestamp=stamp, sequence_number=1,
+        f"{hooks}/call-status",
+        call_sid=rec.call_sid,
+        parent_call_sid=parent,
+        timestamp=stamp,
+        sequence_number=1,
     )
     assert status == 204, status
     if recording_webhook:

@@ -59,7 +59,8 @@ class Stack:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if not k.startswith(("TWILIO_", "CALLREC_", "S3_", "STORAGE", "SERVE_"))
         }
         env.update(
@@ -92,8 +93,18 @@ class Stack:
         env = self.env(PUBLIC_BASE_URL=url, **extra)
         proc = self._spawn(
             f"web{len(self.web_urls)}",
-            [sys.executable, "-m", "uvicorn", "ingest.app:app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "ingest.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
             env,
         )
 

@@ -16,9 +16,7 @@ from twilio_sim import Simulator, media_bytes
 B = "biz1"
 
 
-def test_ten_plays_three_at_once_fifo_with_contract_log_lines(
-    stack: Stack, sim: Simulator
-) -> None:
+def test_ten_plays_three_at_once_fifo_with_contract_log_lines(stack: Stack, sim: Simulator) -> None:
     web = stack.start_web(PREFETCH_ON_WEBHOOK="false")
     stack.start_worker()
     recs = [register(sim, web, B, i) for i in range(10)]
@@ -33,9 +31,17 @@ def test_ten_plays_three_at_once_fifo_with_contract_log_lines(
     assert all(sim.downloads(r.recording_sid) == 1 for r in recs)
     assert sim.order_started(B) == [r.call_sid for r in recs]
     logs = stack.worker_logs()
-    assert len(re.findall(rf"RECORDING_ENQUEUE business_id={B} sid=CA\w+ active=[1-3]/3", logs)) == 3
-    assert len(re.findall(
-        rf"RECORDING_QUEUED business_id={B} sid=CA\w+ active=3/3 queue_len=[1-7]\b", logs)) == 7
+    assert (
+        len(re.findall(rf"RECORDING_ENQUEUE business_id={B} sid=CA\w+ active=[1-3]/3", logs)) == 3
+    )
+    assert (
+        len(
+            re.findall(
+                rf"RECORDING_QUEUED business_id={B} sid=CA\w+ active=3/3 queue_len=[1-7]\b", logs
+            )
+        )
+        == 7
+    )
     assert len(re.findall(rf"RECORDING_DONE business_id={B} sid=CA\w+ active=[0-2]/3", logs)) == 10
     assert len(re.findall(rf"RECORDING_NEXT business_id={B} sid=CA\w+ active=3/3", logs)) == 7
     assert (stack.recordings_dir / f"{recs[0].call_sid}.mp3").read_bytes() == media_bytes(recs[0])
@@ -145,10 +151,15 @@ def test_child_call_plays_its_parents_recording(stack: Stack, sim: Simulator) ->
     stack.start_worker()
     parent = register(sim, web, B, 10)
     child_sid = call_sid(11)
-    assert sim.send_call_status(
-        f"{web}/webhooks/twilio/{B}/call-status", call_sid=child_sid,
-        parent_call_sid=parent.call_sid, direction="outbound-dial",
-    ) == 204
+    assert (
+        sim.send_call_status(
+            f"{web}/webhooks/twilio/{B}/call-status",
+            call_sid=child_sid,
+            parent_call_sid=parent.call_sid,
+            direction="outbound-dial",
+        )
+        == 204
+    )
     body = play_until_stored(web, B, child_sid).content
     assert body == media_bytes(parent)
     assert (stack.recordings_dir / f"{parent.call_sid}.mp3").exists()
@@ -201,9 +212,7 @@ def test_tenant_isolation_and_bad_input(stack: Stack, sim: Simulator) -> None:
     assert sim.total_downloads() == 0
 
 
-def test_unsigned_or_wrongly_signed_webhooks_record_nothing(
-    stack: Stack, sim: Simulator
-) -> None:
+def test_unsigned_or_wrongly_signed_webhooks_record_nothing(stack: Stack, sim: Simulator) -> None:
     web = stack.start_web()
     url = f"{web}/webhooks/twilio/{B}/call-status"
     form = {"CallSid": call_sid(40), "CallStatus": "completed", "SequenceNumber": "1"}
@@ -216,8 +225,12 @@ def test_out_of_order_call_status_keeps_the_newest(stack: Stack, sim: Simulator)
     web = stack.start_web()
     url = f"{web}/webhooks/twilio/{B}/call-status"
     sid = call_sid(50)
-    assert sim.send_call_status(url, call_sid=sid, call_status="completed", sequence_number=3) == 204
+    assert (
+        sim.send_call_status(url, call_sid=sid, call_status="completed", sequence_number=3) == 204
+    )
     assert sim.send_call_status(url, call_sid=sid, call_status="ringing", sequence_number=1) == 204
-    assert sim.send_call_status(url, call_sid=sid, call_status="completed", sequence_number=3) == 204
+    assert (
+        sim.send_call_status(url, call_sid=sid, call_status="completed", sequence_number=3) == 204
+    )
     calls = httpx.get(f"{web}/api/calls", headers=auth(B)).json()["calls"]
     assert len(calls) == 1 and calls[0]["status"] == "completed"

@@ -181,9 +181,15 @@ def test_recording_metadata(simulator: Simulator, rec: SimRecording) -> None:
 
 
 def test_status_faults_are_consumed_in_order(simulator: Simulator, rec: SimRecording) -> None:
-    simulator.set_faults(rec.recording_sid, [
-        Fault.not_found(), Fault.too_many(2), Fault.too_many(None), Fault.server_error(503),
-    ])
+    simulator.set_faults(
+        rec.recording_sid,
+        [
+            Fault.not_found(),
+            Fault.too_many(2),
+            Fault.too_many(None),
+            Fault.server_error(503),
+        ],
+    )
     url, creds = media_url(simulator, rec), auth(simulator)
     r404 = httpx.get(url, auth=creds)
     assert (r404.status_code, r404.json()["code"]) == (404, 20404)
@@ -208,9 +214,10 @@ def test_fractional_retry_after_is_kept(simulator: Simulator, rec: SimRecording)
 def test_cut_off_really_drops_the_connection(simulator: Simulator, rec: SimRecording) -> None:
     simulator.set_faults(rec.recording_sid, [Fault.cut_off(1000)])
     received = bytearray()
-    with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
-        "GET", media_url(simulator, rec), auth=auth(simulator)
-    ) as response:
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("GET", media_url(simulator, rec), auth=auth(simulator)) as response,
+    ):
         assert response.status_code == 200
         assert int(response.headers["content-length"]) == rec.size_bytes
         for chunk in response.iter_bytes():
@@ -228,9 +235,15 @@ def test_stall_triggers_read_timeout_and_frees_the_slot(
 ) -> None:
     simulator.set_faults(rec.recording_sid, [Fault.stall(30)])
     started = time.monotonic()
-    with pytest.raises(httpx.ReadTimeout), httpx.stream(
-        "GET", media_url(simulator, rec), auth=auth(simulator), timeout=httpx.Timeout(5, read=0.3)
-    ) as response:
+    with (
+        pytest.raises(httpx.ReadTimeout),
+        httpx.stream(
+            "GET",
+            media_url(simulator, rec),
+            auth=auth(simulator),
+            timeout=httpx.Timeout(5, read=0.3),
+        ) as response,
+    ):
         assert response.status_code == 200  # headers arrive before the stall
         response.read()
     assert time.monotonic() - started < 5
@@ -250,8 +263,12 @@ def test_client_leaving_mid_body_frees_the_slot(simulator: Simulator, rec: SimRe
     simulator.chunk_size = 1024
     simulator.chunk_delay_s = 0.05
     with httpx.stream("GET", media_url(simulator, rec), auth=auth(simulator)) as response:
-        next(response.iter_raw())
+        # Keep the iterator referenced: dropping it would close the connection right away.
+        chunks = response.iter_raw()
+        next(chunks)
         assert simulator.current_concurrent(BUSINESS) == 1
+        time.sleep(0.2)
+        assert simulator.current_concurrent(BUSINESS) == 1  # still trickling the body
     assert wait_until(lambda: simulator.current_concurrent(BUSINESS) == 0, timeout_s=3)
     assert simulator.max_concurrent(BUSINESS) == 1
 
@@ -359,9 +376,16 @@ class Receiver:
     def __init__(self, auth_token: str) -> None:
         self.validator = RequestValidator(auth_token)
         self.received: list[tuple[str, dict[str, str], bool]] = []
-        self.server = ServerThread([Starlette(routes=[
-            Route("/webhooks/{rest:path}", self.hook, methods=["POST"]),
-        ])], name="test-receiver")
+        self.server = ServerThread(
+            [
+                Starlette(
+                    routes=[
+                        Route("/webhooks/{rest:path}", self.hook, methods=["POST"]),
+                    ]
+                )
+            ],
+            name="test-receiver",
+        )
 
     async def hook(self, request: Request) -> Response:
         # Parsed by hand: Starlette's form() would need python-multipart, which callrec lacks.
@@ -385,22 +409,35 @@ def receiver(simulator: Simulator) -> Iterator[Receiver]:
 
 def test_call_status_webhook_is_signed(simulator: Simulator, receiver: Receiver) -> None:
     url = f"{receiver.server.urls()[0]}/webhooks/twilio/{BUSINESS}/call-status?x=1&y=two"
-    status = simulator.send_call_status(url, call_sid="CA" + "1" * 32, sequence_number=3,
-                                        call_status="in-progress", duration_s=12)
+    status = simulator.send_call_status(
+        url, call_sid="CA" + "1" * 32, sequence_number=3, call_status="in-progress", duration_s=12
+    )
     assert status == 204
     got_url, form, ok = receiver.received[-1]
     assert ok and got_url == url
-    assert set(form) == {"CallSid", "From", "To", "Direction", "CallStatus", "CallDuration",
-                         "Timestamp", "SequenceNumber", "AccountSid"}
+    assert set(form) == {
+        "CallSid",
+        "From",
+        "To",
+        "Direction",
+        "CallStatus",
+        "CallDuration",
+        "Timestamp",
+        "SequenceNumber",
+        "AccountSid",
+    }
     assert form["CallStatus"] == "in-progress"
     assert form["CallDuration"] == "12"
     assert form["SequenceNumber"] == "3"
     assert form["AccountSid"] == simulator.account_sid
     parsedate_to_datetime(form["Timestamp"])
 
-    child = simulator.send_call_status(url, call_sid="CA" + "2" * 32,
-                                       parent_call_sid="CA" + "1" * 32,
-                                       timestamp="Tue, 10 Aug 2010 12:00:00 +0000")
+    child = simulator.send_call_status(
+        url,
+        call_sid="CA" + "2" * 32,
+        parent_call_sid="CA" + "1" * 32,
+        timestamp="Tue, 10 Aug 2010 12:00:00 +0000",
+    )
     assert child == 204
     form = receiver.received[-1][1]
     assert form["ParentCallSid"] == "CA" + "1" * 32

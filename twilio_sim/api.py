@@ -33,8 +33,12 @@ class RecordingResource:
     """GET .../Recordings/{RE}[.mp3|.json]: media (with scripted faults) or metadata."""
 
     def __init__(
-        self, state: SimState, settings: MediaSettings, signer: CdnSigner,
-        active: ActiveResponses, account_sid: str,
+        self,
+        state: SimState,
+        settings: MediaSettings,
+        signer: CdnSigner,
+        active: ActiveResponses,
+        account_sid: str,
     ) -> None:
         self.state = state
         self.settings = settings
@@ -55,9 +59,14 @@ class RecordingResource:
         rec = self.state.get(sid)
         response: Response = not_found(scope["path"])
         if rec is not None:
-            response = JSONResponse(recording_json(
-                rec, account_sid=self.account_sid, base_url=_base_url(scope),
-                created=self.state.created_at(sid)))
+            response = JSONResponse(
+                recording_json(
+                    rec,
+                    account_sid=self.account_sid,
+                    base_url=_base_url(scope),
+                    created=self.state.created_at(sid),
+                )
+            )
         await response(scope, receive, send)
 
     async def _media(self, sid: str, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,13 +76,19 @@ class RecordingResource:
             return
         with self.state.in_flight(rec.business_id) as slot:
             cut = await self.active.run(
-                receive, lambda: self._respond(rec, fault, slot, scope, receive, send))
+                receive, lambda: self._respond(rec, fault, slot, scope, receive, send)
+            )
         if cut:
             raise CutOff(sid)
 
     async def _respond(
-        self, rec: SimRecording, fault: Fault | None, slot: Slot,
-        scope: Scope, receive: Receive, send: Send,
+        self,
+        rec: SimRecording,
+        fault: Fault | None,
+        slot: Slot,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> bool:
         if self.settings.latency_s:
             await anyio.sleep(self.settings.latency_s)
@@ -97,8 +112,9 @@ def _list_endpoint(state: SimState, account_sid: str) -> Route:
         call_sid = request.path_params["call_sid"]
         base = _base_url(request.scope)
         recs = [
-            recording_json(r, account_sid=account_sid, base_url=base,
-                           created=state.created_at(r.recording_sid))
+            recording_json(
+                r, account_sid=account_sid, base_url=base, created=state.created_at(r.recording_sid)
+            )
             for r in state.for_call(call_sid)
         ]
         return JSONResponse(recording_page(recs, account_sid=account_sid, call_sid=call_sid))
@@ -114,8 +130,13 @@ async def _twilio_http_error(request: Request, exc: Exception) -> Response:
 
 
 def build_api_app(
-    state: SimState, settings: MediaSettings, signer: CdnSigner, active: ActiveResponses, *,
-    account_sid: str, auth_token: str,
+    state: SimState,
+    settings: MediaSettings,
+    signer: CdnSigner,
+    active: ActiveResponses,
+    *,
+    account_sid: str,
+    auth_token: str,
 ) -> Starlette:
     recordings = RecordingResource(state, settings, signer, active, account_sid)
     account_routes = [
@@ -124,7 +145,10 @@ def build_api_app(
     ]
     auth = Middleware(TwilioAuth, account_sid=account_sid, auth_token=auth_token)
     return Starlette(
-        routes=[Mount(f"/{API_VERSION}/Accounts/{{account_sid}}", routes=account_routes,
-                      middleware=[auth])],
+        routes=[
+            Mount(
+                f"/{API_VERSION}/Accounts/{{account_sid}}", routes=account_routes, middleware=[auth]
+            )
+        ],
         exception_handlers={HTTPException: _twilio_http_error},
     )

@@ -40,8 +40,10 @@ class CdnSigner:
     def location(self, recording_sid: str, ticket: str) -> str:
         expires = int(time.time()) + URL_TTL_S
         sig = self._signature(recording_sid, ticket, expires)
-        return (f"{self.base_url}/media/{recording_sid}.mp3"
-                f"?ticket={ticket}&Expires={expires}&Signature={sig}")
+        return (
+            f"{self.base_url}/media/{recording_sid}.mp3"
+            f"?ticket={ticket}&Expires={expires}&Signature={sig}"
+        )
 
     def verify(self, recording_sid: str, query: QueryParams) -> bool:
         try:
@@ -77,7 +79,8 @@ class CdnMedia:
         if not self.signer.verify(sid, QueryParams(scope["query_string"])):
             logger.info("bad or expired CDN signature for %s", sid)
             await _access_denied("Request has expired or signature does not match")(
-                scope, receive, send)
+                scope, receive, send
+            )
             return
         rec = self.state.get(sid)
         if rec is None:
@@ -86,7 +89,8 @@ class CdnMedia:
         fault = self.state.redeem_ticket(QueryParams(scope["query_string"]).get("ticket", ""))
         with self.state.in_flight(rec.business_id) as slot:
             cut = await self.active.run(
-                receive, lambda: send_media(send, rec, self.settings, fault, self.state, slot))
+                receive, lambda: send_media(send, rec, self.settings, fault, self.state, slot)
+            )
         if cut:
             raise CutOff(sid)
 

@@ -30,15 +30,24 @@ class ServerThread:
     """Serves each ASGI app on its own 127.0.0.1 ephemeral port (one origin per app)."""
 
     def __init__(
-        self, apps: list[ASGIApp], *, name: str = "twilio-sim",
+        self,
+        apps: list[ASGIApp],
+        *,
+        name: str = "twilio-sim",
         before_stop: Callable[[], None] | None = None,
     ) -> None:
         self._servers = [
             uvicorn.Server(
                 uvicorn.Config(
-                    app, host="127.0.0.1", port=0, lifespan="off", ws="none",
+                    app,
+                    host="127.0.0.1",
+                    port=0,
+                    lifespan="off",
+                    ws="none",
                     # log_config=None: a library must not rewrite the host process's logging.
-                    log_config=None, log_level=None, access_log=False,
+                    log_config=None,
+                    log_level=None,
+                    access_log=False,
                     timeout_graceful_shutdown=1,
                 )
             )
@@ -117,8 +126,6 @@ class ServerThread:
                 await asyncio.gather(*tasks)
                 raise RuntimeError("a server exited during startup")
             await asyncio.sleep(0.01)
-        self._ports = [
-            server.servers[0].sockets[0].getsockname()[1] for server in self._servers
-        ]
+        self._ports = [server.servers[0].sockets[0].getsockname()[1] for server in self._servers]
         self._ready.set()
         await asyncio.gather(*tasks)

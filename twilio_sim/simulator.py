@@ -46,11 +46,20 @@ class Simulator:
         if self._servers is not None:
             raise RuntimeError("simulator already started")
         self._active = ActiveResponses()
-        servers = ServerThread([
-            build_api_app(self._state, self._settings, self._signer, self._active,
-                          account_sid=self.account_sid, auth_token=self.auth_token),
-            build_cdn_app(self._state, self._settings, self._signer, self._active),
-        ], before_stop=self._active.abort_all)
+        servers = ServerThread(
+            [
+                build_api_app(
+                    self._state,
+                    self._settings,
+                    self._signer,
+                    self._active,
+                    account_sid=self.account_sid,
+                    auth_token=self.auth_token,
+                ),
+                build_cdn_app(self._state, self._settings, self._signer, self._active),
+            ],
+            before_stop=self._active.abort_all,
+        )
         servers.start()
         self._servers = servers
         self._base_url, self._signer.base_url = servers.urls()
@@ -66,7 +75,9 @@ class Simulator:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -158,15 +169,30 @@ class Simulator:
     # webhooks
 
     def send_call_status(
-        self, url: str, *, call_sid: str, parent_call_sid: str = "",
-        from_: str = "+15550000001", to: str = "+15550000002", direction: str = "inbound",
-        call_status: str = "completed", duration_s: int = 30, timestamp: str | None = None,
+        self,
+        url: str,
+        *,
+        call_sid: str,
+        parent_call_sid: str = "",
+        from_: str = "+15550000001",
+        to: str = "+15550000002",
+        direction: str = "inbound",
+        call_status: str = "completed",
+        duration_s: int = 30,
+        timestamp: str | None = None,
         sequence_number: int = 0,
     ) -> int:
         params = call_status_params(
-            account_sid=self.account_sid, call_sid=call_sid, parent_call_sid=parent_call_sid,
-            from_=from_, to=to, direction=direction, call_status=call_status,
-            duration_s=duration_s, timestamp=timestamp, sequence_number=sequence_number,
+            account_sid=self.account_sid,
+            call_sid=call_sid,
+            parent_call_sid=parent_call_sid,
+            from_=from_,
+            to=to,
+            direction=direction,
+            call_status=call_status,
+            duration_s=duration_s,
+            timestamp=timestamp,
+            sequence_number=sequence_number,
         )
         return post_signed(url, params, self.auth_token)
 
@@ -174,7 +200,10 @@ class Simulator:
         self, url: str, rec: SimRecording, *, status: str = "completed", error_code: str = ""
     ) -> int:
         params = recording_status_params(
-            rec, account_sid=self.account_sid, base_url=self.base_url, status=status,
+            rec,
+            account_sid=self.account_sid,
+            base_url=self.base_url,
+            status=status,
             error_code=error_code,
         )
         return post_signed(url, params, self.auth_token)

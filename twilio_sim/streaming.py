@@ -71,8 +71,12 @@ class ActiveResponses:
 
 
 async def send_media(
-    send: Send, rec: SimRecording, settings: MediaSettings, fault: Fault | None,
-    state: SimState, slot: Slot,
+    send: Send,
+    rec: SimRecording,
+    settings: MediaSettings,
+    fault: Fault | None,
+    state: SimState,
+    slot: Slot,
 ) -> bool:
     """Stream the body; returns True when a cut-off fault wants the connection dropped."""
     data = media_bytes(rec)
@@ -101,8 +105,9 @@ async def send_media(
         if last:
             slot.release()
         if end > pos or last:
-            await send({"type": "http.response.body", "body": bytes(view[pos:end]),
-                        "more_body": not last})
+            await send(
+                {"type": "http.response.body", "body": bytes(view[pos:end]), "more_body": not last}
+            )
         pos = end
         if pos >= limit:
             return cut

@@ -22,8 +22,16 @@ def rfc2822_now() -> str:
 
 
 def call_status_params(
-    *, account_sid: str, call_sid: str, parent_call_sid: str, from_: str, to: str,
-    direction: str, call_status: str, duration_s: int, timestamp: str | None,
+    *,
+    account_sid: str,
+    call_sid: str,
+    parent_call_sid: str,
+    from_: str,
+    to: str,
+    direction: str,
+    call_status: str,
+    duration_s: int,
+    timestamp: str | None,
     sequence_number: int,
 ) -> dict[str, str]:
     params = {
