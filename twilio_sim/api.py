@@ -24,6 +24,9 @@ from twilio_sim.streaming import ActiveResponses, CutOff, send_media
 logger = logging.getLogger(__name__)
 
 
+HOLD_POLL_S = 0.02
+
+
 def _base_url(scope: Scope) -> str:
     url = Request(scope).url
     return f"{url.scheme}://{url.netloc}"
@@ -92,6 +95,8 @@ class RecordingResource:
     ) -> bool:
         if self.settings.latency_s:
             await anyio.sleep(self.settings.latency_s)
+        while self.settings.hold:
+            await anyio.sleep(HOLD_POLL_S)
         if fault is not None and fault.is_status:
             logger.debug("fault %s for %s", fault.kind, rec.recording_sid)
             slot.release()

@@ -14,6 +14,14 @@ DEMO_AUTH_TOKEN = "5e1f" * 8
 # An ID3v2.4 header with an empty tag: enough for players and `file` to call it MP3-ish.
 _ID3_HEADER = b"ID3\x04\x00\x00\x00\x00\x00\x00"
 
+# MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, mono, no CRC: every frame is 417 bytes. Its side
+# information is all zeros (no main data: the frame decodes to silence), so the rest of the
+# frame is ancillary data that decoders skip: it carries the random bytes that make every
+# body distinct. Browsers really play these, so the page's audio elements can be tested.
+_FRAME_HEADER = b"\xff\xfb\x90\xc4"
+_SIDE_INFO = bytes(17)
+_FRAME_BYTES = 417
+
 FaultKind = Literal["not_found", "too_many", "server_error", "cut_off", "stall"]
 
 
@@ -64,12 +72,21 @@ class Fault:
 
 @functools.lru_cache(maxsize=64)
 def media_bytes(rec: SimRecording) -> bytes:
-    """The exact body served for `rec`; non-repeating, so a misplaced byte range cannot pass."""
-    seed = hashlib.sha256(rec.recording_sid.encode()).digest()
-    if rec.size_bytes <= len(_ID3_HEADER):
-        return _ID3_HEADER[: rec.size_bytes]
-    tail = random.Random(seed).randbytes(rec.size_bytes - len(_ID3_HEADER))
-    return _ID3_HEADER + tail
+    """The exact body served for `rec`: a playable MP3 (ID3 tag, then silent frames) that
+    never repeats, so a misplaced byte range cannot pass."""
+    rng = random.Random(hashlib.sha256(rec.recording_sid.encode()).digest())
+    frames, padding = divmod(rec.size_bytes - len(_ID3_HEADER), _FRAME_BYTES)
+    if frames < 1:
+        if rec.size_bytes <= len(_ID3_HEADER):
+            return _ID3_HEADER[: rec.size_bytes]
+        return _ID3_HEADER + rng.randbytes(rec.size_bytes - len(_ID3_HEADER))
+    # The tag's padding absorbs what whole frames leave over, so the size is exact.
+    tag_size = bytes((padding >> shift) & 0x7F for shift in (21, 14, 7, 0))  # syncsafe
+    ancillary = _FRAME_BYTES - len(_FRAME_HEADER) - len(_SIDE_INFO)
+    parts = [_ID3_HEADER[:6], tag_size, bytes(padding)]
+    for _ in range(frames):
+        parts += [_FRAME_HEADER, _SIDE_INFO, rng.randbytes(ancillary)]
+    return b"".join(parts)
 
 
 def _sid(prefix: str, *parts: str) -> str:

@@ -133,6 +133,15 @@ class Simulator:
         self._settings.chunk_size = value
 
     @property
+    def hold_media(self) -> bool:
+        """While True, media requests wait before answering (see MediaSettings.hold)."""
+        return self._settings.hold
+
+    @hold_media.setter
+    def hold_media(self, value: bool) -> None:
+        self._settings.hold = value
+
+    @property
     def redirect_to_cdn(self) -> bool:
         return self._settings.redirect_to_cdn
 

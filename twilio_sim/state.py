@@ -21,6 +21,9 @@ class MediaSettings:
     chunk_delay_s: float = 0.0
     chunk_size: int = 16 * 1024
     redirect_to_cdn: bool = False
+    # While set, media requests are accepted (and counted as in flight) but wait before
+    # answering: a test can look at a queue that stays put, then let it move.
+    hold: bool = False
 
 
 class Slot:
