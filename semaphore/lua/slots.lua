@@ -29,6 +29,15 @@ ARGV (per op):
   requeue   ARGV[7] sid            (a retry whose backoff ran out: back in at the head)
   reconcile (none)
 
+Status events (KEYS[6], read by /api/events): every state change of a SID is one entry
+  (sid, status, position). A queued SID's position changes when the head of the queue
+  moves (promotion, a drop, a request put back at the head). Then, before returning, the
+  script adds a "queued" entry with the new position for each of the first POSITION_BOUND
+  (50) waiting SIDs, so pages watching them stay right. SIDs further back learn their place
+  once they move into that window (or by asking /recording/status): this keeps the script's
+  work bounded (one LRANGE of 50 and at most 50 XADDs per call) however long a queue gets.
+  A request added at the tail moves nobody and adds only its own entry.
+
 Returns a flat array:
   { verdict, active, queue_len, position, released, n_promoted, sid1, token1, ...,
     n_dropped, dropped_sid1, ... }
@@ -60,11 +69,17 @@ local function set_state(sid, state, position)
     'sid', sid, 'status', state, 'position', tostring(position or ''))
 end
 
+local POSITION_BOUND = 50
+-- Set when the head of the queue moved: every waiting SID's position changed.
+local head_moved = false
+
 local function push_head(sid)
   redis.call('LPUSH', queue, sid)
   redis.call('SADD', queued, sid)
   redis.call('HSET', queued_at, sid, now_ms)
-  set_state(sid, 'queued', 1)
+  -- Its "queued" entry, at position 1, comes with everyone else's in announce_positions.
+  redis.call('HSET', call_prefix .. sid, 'state', 'queued')
+  head_moved = true
 end
 
 -- A member whose lease is gone belongs to a dead or stalled worker: its request is not
@@ -86,6 +101,7 @@ local function promote()
   while redis.call('SCARD', slots) < max_slots do
     local sid = redis.call('LPOP', queue)
     if not sid then break end
+    head_moved = true
     redis.call('SREM', queued, sid)
     local since = tonumber(redis.call('HGET', queued_at, sid) or now_ms)
     redis.call('HDEL', queued_at, sid)
@@ -101,6 +117,13 @@ local function promote()
       promoted[#promoted + 1] = sid
       promoted[#promoted + 1] = tostring(token)
     end
+  end
+end
+
+local function announce_positions()
+  if not head_moved then return end
+  for i, waiting in ipairs(redis.call('LRANGE', queue, 0, POSITION_BOUND - 1)) do
+    set_state(waiting, 'queued', i)
   end
 end
 
@@ -123,13 +146,21 @@ if op == 'request' then
     redis.call('RPUSH', queue, sid)
     redis.call('SADD', queued, sid)
     redis.call('HSET', queued_at, sid, now_ms)
-    set_state(sid, 'queued', redis.call('LLEN', queue))
+    redis.call('HSET', call_prefix .. sid, 'state', 'queued')
     verdict = 'queued'
   end
   prune()
   promote()
   for i = 1, #promoted, 2 do
     if promoted[i] == sid then verdict = 'admitted' end
+  end
+  -- Its own "queued" entry only once it is known to wait (an admitted request's watchers
+  -- see "processing" alone); announce_positions covers it when the head moved.
+  if verdict == 'queued' then
+    local position = position_of(sid)
+    if position > 0 and (not head_moved or position > POSITION_BOUND) then
+      set_state(sid, 'queued', position)
+    end
   end
 elseif op == 'release' then
   local token, outcome = ARGV[8], ARGV[9]
@@ -179,6 +210,8 @@ elseif op == 'reconcile' then
 else
   return redis.error_reply('unknown op ' .. tostring(op))
 end
+
+announce_positions()
 
 local out = { verdict, redis.call('SCARD', slots), redis.call('LLEN', queue),
   sid and position_of(sid) or 0, released, #promoted / 2 }
