@@ -1,6 +1,10 @@
 """Cluster-wide counters in one Redis hash, so ``/metrics`` on any web process reports
 what every web and worker process did (prometheus-client's per-process registries
-could not see across hosts)."""
+could not see across hosts).
+
+Counters are plain ``HINCRBY`` fields; histograms are one field per bucket (not
+cumulative) plus a ``:sum`` field, accumulated by ``ingest/metrics.py`` at scrape time.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,12 @@ from calls.keys import STATS
 from calls.redis_values import text_map
 
 DOWNLOAD_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# A minute of Twilio's mono MP3 is about 0.5 MB; the buckets span a few seconds to hours.
+DOWNLOAD_BUCKETS_BYTES = (16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216, 67_108_864)
+
+SECONDS_PREFIX = "download_seconds"
+BYTES_PREFIX = "download_bytes"
+TWILIO_PREFIX = "twilio:"
 
 
 def play_field(result: str) -> str:
@@ -22,18 +32,33 @@ def download_field(outcome: str) -> str:
     return f"download:{outcome}"
 
 
+def twilio_field(status: str) -> str:
+    """``status`` is Twilio's HTTP status code, or ``timeout``/``transport`` when no
+    answer came back."""
+    return f"{TWILIO_PREFIX}{status}"
+
+
+def bucket_field(prefix: str, bounds: tuple[float, ...], value: float) -> str:
+    # Non-cumulative bucket counts; the exporter accumulates them. "inf" catches the rest.
+    i = bisect.bisect_left(bounds, value)
+    return f"{prefix}:{bounds[i]}" if i < len(bounds) else f"{prefix}:inf"
+
+
 async def count(redis: Redis, field: str, by: int = 1) -> None:
     await redis.hincrby(STATS, field, by)
 
 
-async def observe_download(redis: Redis, outcome: str, seconds: float) -> None:
-    # Non-cumulative bucket counts; the exporter accumulates them. "inf" catches the rest.
-    i = bisect.bisect_left(DOWNLOAD_BUCKETS_S, seconds)
-    bucket = str(DOWNLOAD_BUCKETS_S[i]) if i < len(DOWNLOAD_BUCKETS_S) else "inf"
+async def observe_download(
+    redis: Redis, outcome: str, seconds: float, size_bytes: int | None = None
+) -> None:
+    """One download attempt ended; ``size_bytes`` when it stored a file from Twilio."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hincrby(STATS, download_field(outcome), 1)
-        pipe.hincrby(STATS, f"download_seconds:{bucket}", 1)
-        pipe.hincrbyfloat(STATS, "download_seconds:sum", seconds)
+        pipe.hincrby(STATS, bucket_field(SECONDS_PREFIX, DOWNLOAD_BUCKETS_S, seconds), 1)
+        pipe.hincrbyfloat(STATS, f"{SECONDS_PREFIX}:sum", seconds)
+        if size_bytes is not None:
+            pipe.hincrby(STATS, bucket_field(BYTES_PREFIX, DOWNLOAD_BUCKETS_BYTES, size_bytes), 1)
+            pipe.hincrby(STATS, f"{BYTES_PREFIX}:sum", size_bytes)
         await pipe.execute()
 
 

@@ -65,6 +65,7 @@ class Settings:
     download_max_attempts: int
     log_format: Literal["text", "json"]
     worker: WorkerTuning
+    sse_keepalive_s: int  # idle /api/events streams get a comment this often
 
     @property
     def inflight_ttl_ms(self) -> int:
@@ -163,6 +164,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
             claim_min_idle_ms=read.integer("CLAIM_MIN_IDLE_MS", 30_000),
             shutdown_grace_s=read.integer("SHUTDOWN_GRACE_SECONDS", 20, minimum=0),
         ),
+        sse_keepalive_s=read.integer("SSE_KEEPALIVE_SECONDS", 15),
     )
 
 

@@ -28,6 +28,7 @@ class Ending:
     outcome: str  # ready | failed | retry | none
     reason: str = ""
     delay_ms: int = 0
+    size_bytes: int | None = None  # set when this attempt stored a file from Twilio
 
 
 async def run_download(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
@@ -76,7 +77,7 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
             await ctx.registry.set_recording_sid(b, sid, recording_sid)
         async with ctx.store.staging(sid) as staged:
             try:
-                await ctx.twilio.fetch(recording_sid, staged)
+                size_bytes = await ctx.twilio.fetch(recording_sid, staged)
             except DownloadError as exc:
                 return await _after_failure(ctx, b, sid, exc)
             # Fencing: a worker that stalled past its lease must not publish over the
@@ -85,7 +86,7 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
                 raise LeaseLost(f"lease of {sid} lost before publishing")
             await ctx.store.publish(staged)
     await ctx.registry.reset_attempts(b, sid)
-    return Ending("ready")
+    return Ending("ready", size_bytes=size_bytes)
 
 
 async def _after_failure(ctx: WorkerContext, b: str, sid: str, exc: DownloadError) -> Ending:
@@ -123,7 +124,7 @@ async def _finish(
 ) -> None:
     metric = {"ready": "ok", "retry": "retry", "failed": "failed"}.get(ending.outcome)
     if metric:
-        await stats.observe_download(ctx.redis, metric, seconds)
+        await stats.observe_download(ctx.redis, metric, seconds, ending.size_bytes)
     await publish(
         ctx.redis,
         Event(

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
+from calls import stats
 from calls.registry import CallRegistry
 from config.settings import Settings
 from consumers.context import WorkerContext
@@ -20,11 +21,16 @@ async def build_worker(
 ) -> tuple[Worker, Callable[[], Awaitable[None]]]:
     assert settings.redis_url and settings.twilio.account_sid and settings.twilio.auth_token
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+
+    async def count_twilio_response(status: str) -> None:
+        await stats.count(redis, stats.twilio_field(status))
+
     twilio = TwilioMedia(
         api_base=settings.twilio.api_base,
         account_sid=settings.twilio.account_sid,
         auth_token=settings.twilio.auth_token,
         read_timeout_s=settings.worker.twilio_read_timeout_s,
+        on_response=count_twilio_response,
     )
     store = open_store(settings)
     await store.startup()

@@ -9,6 +9,7 @@ redirect to another origin (Twilio's signed CDN URLs) is followed without creden
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from time import time
 from typing import Protocol
@@ -22,6 +23,14 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "2010-04-01"
 MAX_REDIRECTS = 3
+
+
+# Told the outcome of every request to Twilio: its HTTP status, or "timeout"/"transport".
+ResponseObserver = Callable[[str], Awaitable[None]]
+
+
+async def _ignore(_status: str) -> None:
+    return None
 
 
 class Sink(Protocol):
@@ -50,6 +59,10 @@ def retry_after_s(response: httpx.Response) -> float | None:
         return None
 
 
+def _failure_kind(exc: httpx.TransportError) -> str:
+    return "timeout" if isinstance(exc, httpx.TimeoutException) else "transport"
+
+
 class TwilioMedia:
     def __init__(
         self,
@@ -59,7 +72,9 @@ class TwilioMedia:
         auth_token: str,
         read_timeout_s: float = 30.0,
         chunk_size: int = 64 * 1024,
+        on_response: ResponseObserver = _ignore,
     ) -> None:
+        self._on_response = on_response
         self._api_base = api_base.rstrip("/")
         self._account_sid = account_sid
         self._api_origin = _origin(self._api_base)
@@ -85,7 +100,9 @@ class TwilioMedia:
         try:
             response = await self._api.get(url)
         except httpx.TransportError as exc:
+            await self._on_response(_failure_kind(exc))
             raise DownloadError(f"listing failed: {type(exc).__name__}", retryable=True) from exc
+        await self._on_response(str(response.status_code))
         self._raise_for_status(response, what="listing")
         try:
             recordings = response.json().get("recordings", [])
@@ -106,14 +123,17 @@ class TwilioMedia:
             client = self._api if _origin(url) == self._api_origin else self._cdn
             try:
                 async with client.stream("GET", url) as response:
+                    await self._on_response(str(response.status_code))
                     if response.is_redirect and "location" in response.headers:
                         url = urljoin(url, response.headers["location"])
                         continue
                     self._raise_for_status(response, what="media")
                     return await self._drain(response, sink)
             except httpx.TimeoutException as exc:
+                await self._on_response("timeout")
                 raise DownloadError(f"timeout ({type(exc).__name__})", retryable=True) from exc
             except httpx.TransportError as exc:
+                await self._on_response("transport")
                 raise DownloadError(f"transport ({type(exc).__name__})", retryable=True) from exc
         raise DownloadError("too many redirects", retryable=False)
 

@@ -1,8 +1,22 @@
-"""``GET /metrics``: Prometheus text, built from Redis at scrape time so that any web
-process reports the whole deployment (every web and worker process on every host).
+"""``GET /metrics``: Prometheus text, built from Redis at scrape time.
 
-Per-business gauges are bounded: the ``TOP_BUSINESSES`` busiest businesses get their
-own label; the totals cover everyone.
+Multiprocess safety by design: nothing is counted in process memory. Counters and
+histograms live in one Redis hash (``calls/stats.py``) that every web and worker
+process, on every host, increments; gauges are read live from the slot, queue and
+stream keys. So any web process answers with the deployment-wide figures, and a scrape
+of several web processes (or one behind a load balancer) sees the same numbers: sum
+them over ``instance`` and you double count; use ``max`` or scrape one. This replaces
+prometheus-client's ``PROMETHEUS_MULTIPROC_DIR`` mode, which only merges processes
+sharing one disk and misses workers on other hosts; prometheus-client still renders the
+text format.
+
+Cache hits and misses on play are ``callrec_play_requests_total{result="hit"}`` (served
+from storage) and ``{result="pending"}`` (not stored: 202, a download requested or
+already under way).
+
+Per-business gauges have bounded label cardinality: the ``TOP_BUSINESSES`` (20) with the
+most slots held plus requests queued get a ``business_id`` label; the unlabelled totals
+cover every business.
 """
 
 from __future__ import annotations
@@ -59,19 +73,36 @@ class _Snapshot(Collector):
         for outcome in ("ok", "retry", "failed"):
             downloads.add_metric([outcome], c.get(stats.download_field(outcome), 0.0))
         yield downloads
-        buckets: list[tuple[str, float]] = []
-        running = 0.0
-        for bound in stats.DOWNLOAD_BUCKETS_S:
-            running += c.get(f"download_seconds:{bound}", 0.0)
-            buckets.append((str(bound), running))
-        running += c.get("download_seconds:inf", 0.0)
-        buckets.append(("+Inf", running))
-        yield HistogramMetricFamily(
+        yield _histogram(
             "callrec_download_seconds",
             "Time from slot grant to the end of a download attempt",
-            buckets=buckets,
-            sum_value=c.get("download_seconds:sum", 0.0),
+            c,
+            stats.SECONDS_PREFIX,
+            stats.DOWNLOAD_BUCKETS_S,
         )
+        yield _histogram(
+            "callrec_download_bytes",
+            "Size of each recording stored from Twilio",
+            c,
+            stats.BYTES_PREFIX,
+            stats.DOWNLOAD_BUCKETS_BYTES,
+        )
+        responses = CounterMetricFamily(
+            "callrec_twilio_responses",
+            "Answers from Twilio (listing, media, CDN) by HTTP status",
+            labels=["status"],
+        )
+        failures = CounterMetricFamily(
+            "callrec_twilio_request_errors",
+            "Requests to Twilio that got no answer, by kind (timeout, transport)",
+            labels=["kind"],
+        )
+        for field, value in sorted(c.items()):
+            if field.startswith(stats.TWILIO_PREFIX):
+                label = field.removeprefix(stats.TWILIO_PREFIX)
+                (responses if label.isdigit() else failures).add_metric([label], value)
+        yield responses
+        yield failures
         in_use = GaugeMetricFamily("callrec_slots_in_use", "Download slots held, all businesses")
         in_use.add_metric([], sum(s for _, s, _ in self.per_business))
         yield in_use
@@ -106,6 +137,19 @@ class _Snapshot(Collector):
         lag = GaugeMetricFamily("callrec_stream_lag", "Event stream entries not yet read")
         lag.add_metric([], self.stream_lag)
         yield lag
+
+
+def _histogram(
+    name: str, doc: str, c: dict[str, float], prefix: str, bounds: tuple[float, ...]
+) -> HistogramMetricFamily:
+    buckets: list[tuple[str, float]] = []
+    running = 0.0
+    for bound in bounds:
+        running += c.get(f"{prefix}:{bound}", 0.0)
+        buckets.append((str(bound), running))
+    running += c.get(f"{prefix}:inf", 0.0)
+    buckets.append(("+Inf", running))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=c.get(f"{prefix}:sum", 0.0))
 
 
 async def _per_business(redis: Redis) -> list[tuple[str, int, int]]:

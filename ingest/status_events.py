@@ -1,6 +1,17 @@
 """``GET /api/events``: Server-Sent Events, one per status change of the business's
-recordings, read from its own status stream (so one business never sees another's)
-and resumable with ``Last-Event-ID``."""
+recordings (``call_sid``, ``status``, ``position``).
+
+Fed from the business's own status stream ``rec_status:{b}`` (written by the slot and
+registry scripts), so a business never sees another's events. Each event's ``id`` is its
+stream id: a reconnecting ``EventSource`` sends it back as ``Last-Event-ID`` and gets
+what it missed. A stream is capped (``MAXLEN ~ 1000``); when a client comes back from
+further than the oldest kept entry, it gets a ``resync`` event telling it to ask for the
+current statuses again rather than trust a stream with a hole in it.
+
+Each open stream holds one Redis connection in a blocking ``XREAD``; the block ends
+every ``SSE_KEEPALIVE_SECONDS`` with a comment line, which keeps proxies from closing an
+idle connection and lets the server notice a client that went away.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +19,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
@@ -16,43 +28,73 @@ from calls.redis_values import entries, stream_entries
 from ingest.auth import business_of
 from ingest.state import app_state
 
-KEEPALIVE_S = 15
-STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+RECONNECT_MS = 2000
+BATCH = 100
+MAX_ID_PART = 2**64 - 1
 
 
-async def _events(request: Request, b: str, last_id: str) -> AsyncIterator[bytes]:
-    redis = app_state(request).redis
-    stream = keys.status_stream(b)
-    if last_id == "$":
-        # Pin "now" to a concrete id, so nothing slips between two blocking reads.
-        newest = entries(await redis.xrevrange(stream, count=1))
-        last_id = newest[0][0] if newest else "0-0"
-    yield b"retry: 2000\n\n"
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _valid_id(value: str) -> bool:
+    match = STREAM_ID.fullmatch(value)
+    return match is not None and all(int(part) <= MAX_ID_PART for part in match.groups())
+
+
+def _frame(entry_id: str, fields: dict[str, str]) -> bytes:
+    position = fields.get("position") or ""
+    data = {
+        "call_sid": fields.get("sid"),
+        "status": fields.get("status"),
+        "position": int(position) if position.isdigit() else None,
+    }
+    return f"id: {entry_id}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def _start_id(redis: Redis, stream: str, resume: str | None) -> tuple[str, bool]:
+    """Where to read from, and whether the client may have missed trimmed entries."""
+    newest = entries(await redis.xrevrange(stream, count=1))
+    newest_id = newest[0][0] if newest else "0-0"
+    if resume is None or _id_key(resume) >= _id_key(newest_id):
+        # From now on (an id from the future would wait forever: treat it as now). The
+        # id is pinned before the response starts, so nothing slips between the page's
+        # snapshot, taken once the stream is open, and the first read.
+        return newest_id, False
+    oldest = entries(await redis.xrange(stream, count=1))
+    # The entry after the client's last one is gone: the cap trimmed what it missed.
+    return resume, bool(oldest) and _id_key(oldest[0][0]) > _id_key(resume)
+
+
+async def _events(
+    request: Request, redis: Redis, stream: str, last_id: str, gap: bool, keepalive_s: int
+) -> AsyncIterator[bytes]:
+    yield f"retry: {RECONNECT_MS}\n\n".encode()
+    if gap:
+        yield f"id: {last_id}\nevent: resync\ndata: {{}}\n\n".encode()
     while not await request.is_disconnected():
-        reply = await redis.xread({stream: last_id}, block=KEEPALIVE_S * 1000, count=100)
+        reply = await redis.xread({stream: last_id}, block=keepalive_s * 1000, count=BATCH)
         if not reply:
             yield b": keep-alive\n\n"
             continue
-        for entry_id, f in stream_entries(reply):
+        for entry_id, fields in stream_entries(reply):
             last_id = entry_id
-            position = f.get("position") or None
-            data = {
-                "call_sid": f.get("sid"),
-                "status": f.get("status"),
-                "position": int(position) if position and position.isdigit() else None,
-            }
-            yield f"id: {last_id}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
+            yield _frame(entry_id, fields)
 
 
 async def events(request: Request) -> StreamingResponse:
     state = app_state(request)
     assert state.settings.jwt_secret
     b = business_of(request, state.settings.jwt_secret)
-    resume = request.headers.get("last-event-id", "")
-    # "$" = only changes from now on; a valid Last-Event-ID replays what was missed.
-    last_id = resume if STREAM_ID.fullmatch(resume) else "$"
+    header = request.headers.get("last-event-id", "").strip()
+    # Anything that is not a stream id (a stale or foreign value) means "from now on".
+    resume = header if _valid_id(header) else None
+    stream = keys.status_stream(b)
+    last_id, gap = await _start_id(state.redis, stream, resume)
     return StreamingResponse(
-        _events(request, b, last_id),
+        _events(request, state.redis, stream, last_id, gap, state.settings.sse_keepalive_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

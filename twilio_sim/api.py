@@ -95,7 +95,8 @@ class RecordingResource:
     ) -> bool:
         if self.settings.latency_s:
             await anyio.sleep(self.settings.latency_s)
-        while self.settings.hold:
+        # Polled, not an anyio.Event: tests flip it from their own thread, outside this loop.
+        while self.settings.hold:  # noqa: ASYNC110
             await anyio.sleep(HOLD_POLL_S)
         if fault is not None and fault.is_status:
             logger.debug("fault %s for %s", fault.kind, rec.recording_sid)
