@@ -1,11 +1,48 @@
-"""Logging setup. Only entry points (web app module, worker main, CLI) call this."""
+"""Logging setup. Only entry points (web app module, worker main, CLI) call this.
+
+Two concerns beyond format:
+
+- API tokens never reach a log. ``<audio src>`` and ``EventSource`` cannot send headers,
+  so the page puts its token in the query string, and uvicorn's access log prints query
+  strings. :class:`RedactSecrets` rewrites ``token=<...>`` and ``Bearer <...>`` in every
+  record, installed on our handler and on the ``uvicorn.access`` logger (whose records
+  never reach the root). The Procfile's command is fixed, so this happens when
+  ``ingest.app`` is imported: uvicorn has configured its loggers by then.
+- ``LOG_FORMAT=json``: one JSON object per line for our records and uvicorn's alike.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+from collections.abc import Mapping
 from typing import Literal
+
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.access")
+_SECRET = re.compile(r"(?i)(token=|bearer\s+)[^\s&\"';,]+")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    return _SECRET.sub(rf"\g<1>{REDACTED}", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces tokens in a record's message and arguments, keeping their shapes
+    (uvicorn's access formatter unpacks ``args`` as a tuple)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, Mapping):
+            record.args = {
+                k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()
+            }
+        return True
 
 
 class _JsonFormatter(logging.Formatter):
@@ -28,8 +65,11 @@ class _JsonFormatter(logging.Formatter):
                 if sep:
                     doc[key] = value
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(doc)
+
+
+_redactor = RedactSecrets()
 
 
 def configure_logging(fmt: Literal["text", "json"] = "text", level: int = logging.INFO) -> None:
@@ -38,8 +78,17 @@ def configure_logging(fmt: Literal["text", "json"] = "text", level: int = loggin
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(_redactor)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # httpx logs every request at INFO; that would drown the contract's event lines.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Under uvicorn (the web process), its loggers already have handlers of their own.
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        if fmt == "json" and logger.handlers:
+            logger.handlers[:] = [handler]
+        for target in (logger, *logger.handlers):
+            if _redactor not in target.filters:
+                target.addFilter(_redactor)

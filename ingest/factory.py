@@ -14,6 +14,7 @@ from calls.registry import CallRegistry
 from config.settings import Settings
 from ingest import calls_api, health, metrics, page, playback, status_events, webhooks
 from ingest.errors import HANDLERS
+from ingest.shutdown import Stopping
 from ingest.state import AppState
 from storage.factory import open_store
 
@@ -48,12 +49,15 @@ def create_app(settings: Settings) -> Starlette:
         )
         store = open_store(settings)
         token = settings.twilio.auth_token
+        stopping = Stopping()
+        stopping.install()
         app.state.callrec = AppState(
             settings=settings,
             redis=redis,
             registry=CallRegistry(redis),
             store=store,
             validator=RequestValidator(token) if token else None,
+            stopping=stopping,
         )
         try:
             yield

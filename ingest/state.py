@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from starlette.requests import Request
@@ -10,6 +10,7 @@ from twilio.request_validator import RequestValidator
 
 from calls.registry import CallRegistry
 from config.settings import Settings
+from ingest.shutdown import Stopping
 from storage import RecordingStore
 
 
@@ -20,6 +21,7 @@ class AppState:
     registry: CallRegistry
     store: RecordingStore
     validator: RequestValidator | None  # None when TWILIO_AUTH_TOKEN is unset
+    stopping: Stopping = field(default_factory=Stopping)  # set on SIGTERM: streams end
 
 
 def app_state(request: Request) -> AppState:

@@ -15,6 +15,8 @@ idle connection and lets the server notice a client that went away.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -69,19 +71,39 @@ async def _start_id(redis: Redis, stream: str, resume: str | None) -> tuple[str,
 
 
 async def _events(
-    request: Request, redis: Redis, stream: str, last_id: str, gap: bool, keepalive_s: int
+    request: Request,
+    redis: Redis,
+    stream: str,
+    last_id: str,
+    gap: bool,
+    keepalive_s: int,
+    stopping: asyncio.Event,
 ) -> AsyncIterator[bytes]:
     yield f"retry: {RECONNECT_MS}\n\n".encode()
     if gap:
         yield f"id: {last_id}\nevent: resync\ndata: {{}}\n\n".encode()
-    while not await request.is_disconnected():
-        reply = await redis.xread({stream: last_id}, block=keepalive_s * 1000, count=BATCH)
-        if not reply:
-            yield b": keep-alive\n\n"
-            continue
-        for entry_id, fields in stream_entries(reply):
-            last_id = entry_id
-            yield _frame(entry_id, fields)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        while not stop.done() and not await request.is_disconnected():
+            read = asyncio.ensure_future(
+                redis.xread({stream: last_id}, block=keepalive_s * 1000, count=BATCH)
+            )
+            await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not read.done():
+                # The process is stopping: end the stream; the client resumes elsewhere.
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await read
+                return
+            reply = read.result()
+            if not reply:
+                yield b": keep-alive\n\n"
+                continue
+            for entry_id, fields in stream_entries(reply):
+                last_id = entry_id
+                yield _frame(entry_id, fields)
+    finally:
+        stop.cancel()
 
 
 async def events(request: Request) -> StreamingResponse:
@@ -94,7 +116,15 @@ async def events(request: Request) -> StreamingResponse:
     stream = keys.status_stream(b)
     last_id, gap = await _start_id(state.redis, stream, resume)
     return StreamingResponse(
-        _events(request, state.redis, stream, last_id, gap, state.settings.sse_keepalive_s),
+        _events(
+            request,
+            state.redis,
+            stream,
+            last_id,
+            gap,
+            state.settings.sse_keepalive_s,
+            state.stopping.event,
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

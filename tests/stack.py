@@ -87,7 +87,7 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def start_web(self, **extra: str) -> str:
+    def start_web(self, log_level: str = "warning", **extra: str) -> str:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = self.env(PUBLIC_BASE_URL=url, **extra)
@@ -103,7 +103,7 @@ class Stack:
                 "--port",
                 str(port),
                 "--log-level",
-                "warning",
+                log_level,  # "info" shows uvicorn's access log, as the Procfile's web does
             ],
             env,
         )
