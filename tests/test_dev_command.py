@@ -54,3 +54,25 @@ def test_callrec_dev_serves_demo_calls_and_stops_cleanly(tmp_path: Path) -> None
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0, log.read_text()
+
+
+def test_procfile_runs_what_the_contract_names() -> None:
+    lines = dict(
+        line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
+    )
+    assert lines == {
+        "web": "uvicorn ingest.app:app --host 0.0.0.0 --port ${PORT:-8000}",
+        "worker": "python -m consumers",
+    }
+
+
+def test_a_missing_required_variable_stops_the_worker_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "TWILIO_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "consumers"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "callrec worker: missing required environment variable REDIS_URL"
+    ]
