@@ -10,6 +10,7 @@ import threading
 import httpx
 import redis
 
+from calls import keys
 from tests.helpers import call_sid, play, play_until_stored, register
 from tests.stack import Stack, auth, wait_for
 from twilio_sim import Simulator, media_bytes
@@ -188,7 +189,7 @@ def test_second_business_is_not_held_up_by_the_first(stack: Stack, sim: Simulato
     play(web, "other", other.call_sid)
     play_until_stored(web, "other", other.call_sid)
     # "other" is stored while "busy" still has most of its requests waiting.
-    waiting = redis.Redis.from_url(stack.redis_url).llen("rec_queue:{busy}")
+    waiting = redis.Redis.from_url(stack.redis_url).llen(keys.queue("busy"))
     assert waiting >= 3, waiting
     assert len(sim.order_started("busy")) <= 9
     assert sim.max_concurrent("busy") <= 3
