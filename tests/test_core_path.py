@@ -24,8 +24,13 @@ def test_ten_plays_three_at_once_fifo_with_contract_log_lines(stack: Stack, sim:
     recs = [register(sim, web, B, i) for i in range(10)]
     sim.latency_s = 0.4
     sim.chunk_delay_s = 0.02
+    # Held at Twilio until all ten are asked for: on a busy machine the first downloads
+    # could otherwise end before the last plays arrive, and the queue would never form.
+    sim.hold_media = True
     for rec in recs:  # one after another: this order is the FIFO order
         assert play(web, B, rec.call_sid).status_code == 202
+    wait_for(lambda: stack.worker_logs().count("RECORDING_QUEUED") == 7, "seven queued")
+    sim.hold_media = False
     for rec in recs:
         body = play_until_stored(web, B, rec.call_sid).content
         assert body == media_bytes(rec)
