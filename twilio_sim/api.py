@@ -95,9 +95,12 @@ class RecordingResource:
     ) -> bool:
         if self.settings.latency_s:
             await anyio.sleep(self.settings.latency_s)
-        # Polled, not an anyio.Event: tests flip it from their own thread, outside this loop.
-        while self.settings.hold:  # noqa: ASYNC110
-            await anyio.sleep(HOLD_POLL_S)
+        if self.settings.hold:
+            # Polled, not an anyio.Event: tests flip it from their own thread. Released
+            # requests go on one by one in arrival order, as they would have without it.
+            with self.state.held() as my_turn:
+                while self.settings.hold or not my_turn():  # noqa: ASYNC110
+                    await anyio.sleep(HOLD_POLL_S)
         if fault is not None and fault.is_status:
             logger.debug("fault %s for %s", fault.kind, rec.recording_sid)
             slot.release()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +60,8 @@ class SimState:
         self._max_inflight: Counter[str] = Counter()
         self._order: dict[str, list[str]] = {}
         self._listing_requests = 0
+        self._held: deque[int] = deque()
+        self._hold_tickets = 0
 
     def add(self, rec: SimRecording) -> None:
         with self._lock:
@@ -106,6 +108,25 @@ class SimState:
         with self._lock:
             self._downloads[rec.recording_sid] += 1
             self._order.setdefault(rec.business_id, []).append(rec.call_sid)
+
+    @contextmanager
+    def held(self) -> Iterator[Callable[[], bool]]:
+        """A place in the line of held media requests; yields "is it my turn?", so that
+        on release they go on in the order they arrived."""
+        with self._lock:
+            self._hold_tickets += 1
+            ticket = self._hold_tickets
+            self._held.append(ticket)
+
+        def my_turn() -> bool:
+            with self._lock:
+                return self._held[0] == ticket
+
+        try:
+            yield my_turn
+        finally:
+            with self._lock:
+                self._held.remove(ticket)
 
     @contextmanager
     def in_flight(self, business_id: str) -> Iterator[Slot]:
