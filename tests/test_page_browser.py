@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page, Response, sync_playwright
 
 from tests.helpers import register
 from tests.stack import ROOT, Stack, token
-from twilio_sim import Simulator
+from twilio_sim import Fault, Simulator
 
 B = "biz1"
 CHROMIUM = "/usr/bin/chromium"
@@ -151,11 +151,26 @@ def test_page_lists_calls_plays_five_with_live_queue_and_seeks(
         "return !a.seeking && a.readyState >= 2 && a.currentTime > a.duration / 2; })",
         timeout=WAIT_MS,
     )
-    shot(page, "page-1280-ready")
-
     assert all(sim.downloads(r.recording_sid) == 1 for r in recs[1:])
     assert sim.downloads(recs[0].recording_sid) == 0
     assert sim.total_downloads() == 5
+
+    # A failed download says so and offers a retry, which then plays.
+    sim.set_faults(recs[0].recording_sid, [Fault.server_error(400)])  # not retryable
+    last = rows.nth(5)
+    last.get_by_role("button", name=re.compile("Play")).click()
+    page.wait_for_function(
+        "document.querySelectorAll('li.call')[5].dataset.status === 'failed'", timeout=WAIT_MS
+    )
+    assert last.locator(".state").inner_text() == "Failed"
+    last.get_by_role("button", name=re.compile("Retry")).click()
+    page.wait_for_function(
+        "(() => { const a = document.querySelectorAll('li.call')[5].querySelector('audio');"
+        " return a && a.readyState >= 2; })",
+        timeout=WAIT_MS,
+    )
+    assert sim.downloads(recs[0].recording_sid) == 1
+    shot(page, "page-1280-ready")
     assert all(a.status in (200, 202, 206) for a in recording_answers)
     context.close()
     stack.stop()
