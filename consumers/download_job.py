@@ -12,6 +12,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
+
 from calls import stats
 from calls.errors import DownloadError, LeaseLost
 from calls.events import Event, publish
@@ -31,6 +33,16 @@ class Ending:
 
 
 async def run_download(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
+    log.info("download begins business_id=%s sid=%s token=%s", b, sid, token)
+    try:
+        await _run(ctx, b, sid, token)
+    except RedisError as exc:
+        # Nothing can be recorded without Redis; the lease lapses and the slot script
+        # requeues the call at the head of its queue for whichever worker is alive then.
+        log.warning("download abandoned business_id=%s sid=%s: redis unavailable (%s)", b, sid, exc)
+
+
+async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
     started = time.monotonic()
     ending: Ending | None = None
     keeper = None
@@ -49,6 +61,8 @@ async def run_download(ctx: WorkerContext, b: str, sid: str, token: str) -> None
             raise
     except LeaseLost:
         ending = None
+    except RedisError:
+        raise
     except Exception as exc:  # a bug or an unexpected dependency failure: retry it
         log.exception("download crashed business_id=%s sid=%s", b, sid)
         ending = await _after_failure(
@@ -64,6 +78,8 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
         if await ctx.store.stat(sid) is not None:
             return Ending("ready")
         call = await ctx.registry.get(b, sid)
+        if call is not None and call.twilio_recording in ("absent", "failed"):
+            return Ending("none", "no recording at Twilio")
         recording_sid = call.fields.get("rec_sid") if call else None
         if not recording_sid:
             try:

@@ -14,6 +14,8 @@ from semaphore.slots import SlotResult
 log = logging.getLogger(__name__)
 
 StartDownload = Callable[[str, str, str], None]
+# Twilio's RecordingStatus words that mean there is no recording to fetch.
+UNAVAILABLE = ("absent", "failed")
 
 
 async def announce(ctx: WorkerContext, b: str, result: SlotResult, *, skip: str = "") -> None:
@@ -41,6 +43,12 @@ async def on_request(ctx: WorkerContext, event: Event) -> None:
     # Stored already: Twilio is never asked again (guarantee 2).
     if await ctx.store.stat(sid) is not None:
         await ctx.registry.mark_ready(b, sid)
+        return
+    call = await ctx.registry.get(b, sid)
+    if call is not None and call.twilio_recording in UNAVAILABLE:
+        # A request that raced Twilio's absent/failed callback (or a requeued dead
+        # letter): there is nothing to fetch, so it takes no slot and asks nothing.
+        log.info("request ignored business_id=%s sid=%s twilio=%s", b, sid, call.twilio_recording)
         return
     await ctx.redis.sadd(keys.BUSINESSES, b)
     result = await ctx.slots.request(b, sid)
@@ -99,4 +107,4 @@ async def on_done(ctx: WorkerContext, event: Event) -> None:
 async def schedule_retry(ctx: WorkerContext, b: str, sid: str, delay_ms: int) -> None:
     now_s, now_us = await ctx.redis.time()
     due_ms = now_s * 1000 + now_us // 1000 + delay_ms
-    await ctx.redis.zadd(keys.DELAYED, {f"{b}|{sid}": due_ms})
+    await ctx.redis.zadd(keys.DELAYED, {keys.delayed_member(b, sid): due_ms})
