@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from calls import stats
 from calls.errors import DownloadError, LeaseLost
 from calls.events import Event, publish
+from consumers import handlers
 from consumers.backoff import backoff_s
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
@@ -55,9 +56,12 @@ async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             ending = None
         else:
-            # Shutdown: hand the request back at the head of its queue, at once.
-            ending = Ending("retry", "worker stopping", 0)
-            await _finish(ctx, b, sid, token, ending, time.monotonic() - started)
+            # Shutdown: hand the request back at the head of its queue, at once. The slot
+            # is released here rather than through a done event on the stream: this
+            # worker reads no more events, and it may be the last one running.
+            await stats.observe_download(ctx.redis, "retry", time.monotonic() - started)
+            done = Event("done", b, sid, token=token, outcome="retry", reason="worker stopping")
+            await handlers.on_done(ctx, done)
             raise
     except LeaseLost:
         ending = None

@@ -165,6 +165,7 @@ class Worker:
         log.info("worker %s reading %s", self.ctx.consumer, keys.EVENTS)
         try:
             await self._read_loop()
+            log.info("stopped reading; %d downloads running", len(self.downloads))
         finally:
             self.stop.set()
             await asyncio.gather(*loops, return_exceptions=True)
