@@ -4,10 +4,12 @@ the reconciler repairing what lost events left behind, and stale stream entries.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import signal
 
+import httpx
 import redis
 import redis.asyncio as aioredis
 
@@ -17,7 +19,7 @@ from consumers.__main__ import EXIT_DRAINED, EXIT_HANDED_BACK
 from semaphore import Slots
 from tests import crash_trials
 from tests.helpers import play, play_until_stored, register
-from tests.stack import Stack, wait_for
+from tests.stack import Stack, auth, wait_for
 from tests.test_faults import cli, status_of
 from twilio_sim import Simulator, media_bytes
 
@@ -155,3 +157,38 @@ def test_reconciler_requeues_calls_a_lost_event_left_stuck(stack: Stack, sim: Si
     assert r.hget(keys.call("rep", waiting.call_sid), "state") == b"queued"
     assert r.scard(keys.slots("rep")) == 0
     r.close()
+
+
+def test_request_queued_too_long_is_dropped_and_reported(stack: Stack, sim: Simulator) -> None:
+    stack.env_overrides.update(
+        PREFETCH_ON_WEBHOOK="false", MAX_SLOTS_PER_BUSINESS="1", QUEUED_TTL_SECONDS="1"
+    )
+    web = stack.start_web()
+    worker = stack.start_worker()
+    sim.chunk_size = 16 * 1024
+    sim.chunk_delay_s = 0.25
+    slow = register(sim, web, "ttl", 800, size_bytes=160 * 1024)  # holds the slot ~2.5 s
+    stale = register(sim, web, "ttl", 801)
+    play(web, "ttl", slow.call_sid)
+    wait_for(lambda: sim.downloads(slow.recording_sid) == 1, "slow body to start")
+    play(web, "ttl", stale.call_sid)
+    wait_for(lambda: status_of(web, "ttl", slow.call_sid) == "ready", "slow download")
+    wait_for(lambda: status_of(web, "ttl", stale.call_sid) == "failed", "stale request dropped")
+    assert f"RECORDING_EXPIRED business_id=ttl sid={stale.call_sid}" in worker.log()
+    assert sim.media_requests(stale.recording_sid) == 0
+    r = redis.Redis.from_url(stack.redis_url)
+    assert r.llen(keys.queue("ttl")) == 0 and r.scard(keys.queued("ttl")) == 0
+    assert r.scard(keys.slots("ttl")) == 0
+    assert r.hget(keys.call("ttl", stale.call_sid), "reason") == b"expired in queue"
+    r.close()
+    # The client watching /api/events was told (replayed here from the start).
+    seen: list[str] = []
+    with httpx.stream(
+        "GET", f"{web}/api/events", headers={**auth("ttl"), "Last-Event-ID": "0-0"}, timeout=10
+    ) as events:
+        for line in events.iter_lines():
+            if line.startswith("data: ") and stale.call_sid in line:
+                seen.append(json.loads(line[6:])["status"])
+                if seen[-1] == "failed":
+                    break
+    assert seen[-2:] == ["queued", "failed"], seen
