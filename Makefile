@@ -18,7 +18,7 @@ dev: install
 
 ## The test suite (what CI runs): lint, types, then pytest against real Redis and HTTP.
 test: install
-	$(BIN)/ruff check .
+	$(BIN)/ruff check --no-cache .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
@@ -28,7 +28,7 @@ chaos: install
 	$(BIN)/python -m pytest -q -s -m chaos tests/test_chaos.py
 
 lint: install
-	$(BIN)/ruff check .
+	$(BIN)/ruff check --no-cache .
 
 typecheck: install
 	$(BIN)/mypy
