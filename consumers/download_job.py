@@ -63,15 +63,21 @@ async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
             done = Event("done", b, sid, token=token, outcome="retry", reason="worker stopping")
             await handlers.on_done(ctx, done)
             raise
-    except LeaseLost:
+    except LeaseLost as exc:
+        # Fencing: it outlived its lease (a pause, a partition); the newer holder
+        # publishes and releases, this one does neither.
+        log.warning("LEASE_LOST business_id=%s sid=%s token=%s: %s", b, sid, token, exc)
         ending = None
     except RedisError:
         raise
     except Exception as exc:  # a bug or an unexpected dependency failure: retry it
         log.exception("download crashed business_id=%s sid=%s", b, sid)
-        ending = await _after_failure(
-            ctx, b, sid, DownloadError(f"internal error: {type(exc).__name__}", retryable=True)
-        )
+        error = DownloadError(f"internal error: {type(exc).__name__}", retryable=True)
+        try:
+            ending = await _after_failure(ctx, b, sid, token, error)
+        except LeaseLost as lost:
+            log.warning("LEASE_LOST business_id=%s sid=%s token=%s: %s", b, sid, token, lost)
+            ending = None
     if ending is not None:
         await _finish(ctx, b, sid, token, ending, time.monotonic() - started)
 
@@ -89,7 +95,7 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
             try:
                 recording_sid = await ctx.twilio.find_recording(sid)
             except DownloadError as exc:
-                return await _after_failure(ctx, b, sid, exc)
+                return await _after_failure(ctx, b, sid, token, exc)
             if recording_sid is None:
                 await ctx.registry.mark_no_recording(b, sid)
                 return Ending("none", "no recording at Twilio")
@@ -98,7 +104,7 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
             try:
                 await ctx.twilio.fetch(recording_sid, staged)
             except DownloadError as exc:
-                return await _after_failure(ctx, b, sid, exc)
+                return await _after_failure(ctx, b, sid, token, exc)
             # Fencing: a worker that stalled past its lease must not publish over the
             # work of the one that took the slot over.
             if not await ctx.slots.holds(b, sid, token):
@@ -108,7 +114,13 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
     return Ending("ready")
 
 
-async def _after_failure(ctx: WorkerContext, b: str, sid: str, exc: DownloadError) -> Ending:
+async def _after_failure(
+    ctx: WorkerContext, b: str, sid: str, token: str, exc: DownloadError
+) -> Ending:
+    # Fencing: a worker that outlived its lease (a pause) must not count an attempt,
+    # fail or dead-letter a request that a newer holder is downloading right now.
+    if not await ctx.slots.holds(b, sid, token):
+        raise LeaseLost(f"lease of {sid} lost before its failure was recorded ({exc.detail})")
     attempts = await ctx.registry.note_attempt(b, sid, exc.detail)
     max_attempts = ctx.settings.download_max_attempts
     if exc.retryable and attempts < max_attempts:

@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from calls import keys
 from calls.events import Event
@@ -29,6 +30,9 @@ READ_COUNT = 32
 READ_BLOCK_MS = 1000
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
+# redis-py's TimeoutError is not the builtin one: a read that timed out (the process was
+# paused, the server stalled) must mean "reconnect", not a crashed worker.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 
 
 class Worker:
@@ -101,7 +105,7 @@ class Worker:
                 if next_id == "0" and not batch:
                     next_id = ">"
                 backoff_s = RECONNECT_FIRST_S
-            except (RedisConnectionError, TimeoutError, OSError) as exc:
+            except UNREACHABLE as exc:
                 log.warning("redis unreachable (%s); reconnecting in %.1fs", exc, backoff_s)
                 await self._sleep_unless_stopped(backoff_s)
                 backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
@@ -127,7 +131,7 @@ class Worker:
             try:
                 await self.ensure_group()
                 return
-            except (RedisConnectionError, TimeoutError, OSError) as exc:
+            except UNREACHABLE as exc:
                 log.warning("redis unreachable (%s); retrying in %.1fs", exc, backoff_s)
                 await self._sleep_unless_stopped(backoff_s)
                 backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)

@@ -192,3 +192,34 @@ def test_request_queued_too_long_is_dropped_and_reported(stack: Stack, sim: Simu
                 if seen[-1] == "failed":
                     break
     assert seen[-2:] == ["queued", "failed"], seen
+
+
+def test_paused_worker_past_its_lease_neither_publishes_nor_releases(
+    stack: Stack, sim: Simulator
+) -> None:
+    web = crash_trials.prepare(stack, sim)
+    rec = register(sim, web, "fence", 950, size_bytes=crash_trials.RECORDING_BYTES)
+    play(web, "fence", rec.call_sid)
+    wait_for(lambda: sim.downloads(rec.recording_sid) == 1, "body to start")
+    line = f"download begins business_id=fence sid={rec.call_sid} token=1"
+    paused = next(w for w in stack.workers() if line in w.log())
+    other = next(w for w in stack.workers() if w is not paused)
+    paused.popen.send_signal(signal.SIGSTOP)  # a long GC pause, a VM migration...
+    try:
+        # Its lease lapses and the other worker is admitted under a newer token. (It then
+        # waits on the recording's flock, which the paused process still holds.)
+        wait_for(lambda: "token=2" in other.log(), "the other worker to take over", 30)
+    finally:
+        paused.popen.send_signal(signal.SIGCONT)
+    wait_for(lambda: f"LEASE_LOST business_id=fence sid={rec.call_sid} token=1" in paused.log(), "")
+    path = stack.recordings_dir / f"{rec.call_sid}.mp3"
+    wait_for(path.exists, "the other worker to store it")
+    assert path.read_bytes() == media_bytes(rec)
+    assert f"stored sid={rec.call_sid}" not in paused.log()
+    logs = stack.worker_logs()
+    assert len(re.findall(rf"RECORDING_DONE business_id=fence sid={rec.call_sid} ", logs)) == 1
+    r = redis.Redis.from_url(stack.redis_url)
+    wait_for(lambda: r.scard(keys.slots("fence")) == 0, "slot free")
+    assert r.hget(keys.call("fence", rec.call_sid), "state") == b"ready"
+    r.close()
+    assert paused.alive() and sim.media_requests(rec.recording_sid) == 2
