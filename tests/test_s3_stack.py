@@ -182,7 +182,9 @@ def test_storage_failure_fails_the_request_and_frees_the_slot(
         iam = local_s3.service_client("iam")
         iam.create_user(UserName="no-rights")
         key = iam.create_access_key(UserName="no-rights")["AccessKey"]
-        env.update(AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
+        env.update(
+            AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"]
+        )
         reason = f"access_to_S3_bucket_'{s3_bucket}'_denied"
         local_s3.require_auth(0)  # from now on moto checks keys and IAM policies
     try:

@@ -115,9 +115,7 @@ async def test_cache_evicts_least_recently_used_but_never_files_in_use(
     local_s3: LocalS3, s3_bucket: str, tmp_path: Path
 ) -> None:
     size = 40_000
-    store = S3Store(
-        settings_for(local_s3, s3_bucket, cache_max_bytes=3 * size), tmp_path / "cache"
-    )
+    store = S3Store(settings_for(local_s3, s3_bucket, cache_max_bytes=3 * size), tmp_path / "cache")
     root = store.cache.disk.root
     a, b, c, d, e, f = (call_sid(n) for n in range(10, 16))
     try:
