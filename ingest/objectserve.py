@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from email.utils import formatdate
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -14,7 +16,10 @@ from calls.errors import Unavailable
 from ingest.fileserve import DEFAULT_CHUNK_SIZE, content_disposition, select_range, serve_file
 from storage import StoredRecording
 from storage.cache import Pin
-from storage.s3 import ObjectRange, S3Store
+from storage.s3 import S3Store
+
+if TYPE_CHECKING:
+    from botocore.response import StreamingBody
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,7 @@ async def proxy(
             "Accept-Ranges": "bytes",
             "Content-Length": str(stored.size if selected is None else selected.length),
             "ETag": stored.etag,
+            "Last-Modified": formatdate(stored.mtime, usegmt=True),
         }
         if selected is not None:
             headers["Content-Range"] = selected.content_range(stored.size)
@@ -86,33 +92,32 @@ async def proxy(
             status_code=206 if selected else 200, headers=headers, media_type="audio/mpeg"
         )
     answer = await store.get_range(stored.call_sid, s3_range)
-    if filename and answer.status != 416:
+    if answer.body is None:
+        return Response(status_code=answer.status, headers=answer.headers)
+    if filename:
         answer.headers["Content-Disposition"] = content_disposition(filename)
-    if answer.status == 416:
-        answer.body.close()
-        return Response(status_code=416, headers=answer.headers)
     return StreamingResponse(
-        _stream(store, answer),
+        _stream(store, answer.body, int(answer.headers["Content-Length"])),
         status_code=answer.status,
         headers=answer.headers,
         media_type="audio/mpeg",
     )
 
 
-async def _stream(store: S3Store, answer: ObjectRange) -> AsyncIterator[bytes]:
+async def _stream(store: S3Store, body: StreamingBody, length: int) -> AsyncIterator[bytes]:
     # Headers are out once the first chunk is sent; a failure after that can only cut
     # the body short, which the client sees against Content-Length.
-    remaining = int(answer.headers["Content-Length"])
+    remaining = length
     try:
         while remaining > 0:
-            chunk = await store.read_chunk(answer.body, min(DEFAULT_CHUNK_SIZE, remaining))
+            chunk = await store.read_chunk(body, min(DEFAULT_CHUNK_SIZE, remaining))
             if not chunk:
                 log.warning("S3 body ended early remaining=%d", remaining)
                 return
             remaining -= len(chunk)
             yield chunk
     finally:
-        answer.body.close()
+        body.close()
 
 
 async def serve_object(

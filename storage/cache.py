@@ -77,9 +77,16 @@ def _pin_sync(path: Path) -> Pin | None:
 def _lookup_sync(path: Path) -> os.stat_result | None:
     try:
         st = os.stat(path)
-        os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
     except FileNotFoundError:
         return None
+    try:
+        os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
+    except FileNotFoundError:
+        return None  # evicted in between
+    except OSError as exc:
+        # A web process running as another user may not set times on the worker's
+        # files; the hit still counts, only the LRU order gets coarser.
+        log.debug("cannot mark %s as used: %s", path, exc)
     return st
 
 

@@ -94,7 +94,7 @@ class ObjectRange:
 
     status: int
     headers: dict[str, str]
-    body: StreamingBody
+    body: StreamingBody | None  # None for a 416
 
 
 class S3Store(RecordingStore):
@@ -210,7 +210,7 @@ class S3Store(RecordingStore):
         except StorageUnavailable as exc:
             cause = exc.__cause__
             if isinstance(cause, ClientError) and error_code(cause) == "InvalidRange":
-                return ObjectRange(416, _range_error_headers(cause), _EMPTY)
+                return ObjectRange(416, _range_error_headers(cause), None)
             raise
         headers = {
             "Accept-Ranges": "bytes",
@@ -236,14 +236,3 @@ def _range_error_headers(exc: ClientError) -> dict[str, str]:
     if size:
         headers["Content-Range"] = f"bytes */{size}"
     return headers
-
-
-class _Empty:
-    def read(self, amt: int | None = None) -> bytes:
-        return b""
-
-    def close(self) -> None:
-        pass
-
-
-_EMPTY: Any = _Empty()
