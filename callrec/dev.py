@@ -25,6 +25,7 @@ from ingest.auth import issue_token
 
 DEMO_BUSINESS = "demo"
 DEV_DIR = Path(".callrec-dev")
+DEV_BUCKET = "callrec-dev"
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
@@ -37,9 +38,6 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30
                 return
         time.sleep(0.2)
     raise SystemExit("callrec dev: web did not become healthy")
-
-
-DEV_BUCKET = "callrec-dev"
 
 
 def _start_local_s3(stack: contextlib.ExitStack, env: dict[str, str]) -> None:
