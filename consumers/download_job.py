@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from calls import stats
-from calls.errors import DownloadError, LeaseLost
+from calls.errors import DownloadError, LeaseLost, StorageUnavailable
 from calls.events import Event, publish
 from consumers import handlers
 from consumers.backoff import backoff_s
@@ -70,14 +70,15 @@ async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
         ending = None
     except RedisError:
         raise
+    except StorageUnavailable as exc:
+        # Missing bucket, denied access, S3 down: retried like a Twilio failure, so the
+        # slot is released either way and a lasting problem ends in a dead letter.
+        storage_error = DownloadError(f"storage: {exc.detail}", retryable=True)
+        ending = await _failure_if_held(ctx, b, sid, token, storage_error)
     except Exception as exc:  # a bug or an unexpected dependency failure: retry it
         log.exception("download crashed business_id=%s sid=%s", b, sid)
         error = DownloadError(f"internal error: {type(exc).__name__}", retryable=True)
-        try:
-            ending = await _after_failure(ctx, b, sid, token, error)
-        except LeaseLost as lost:
-            log.warning("LEASE_LOST business_id=%s sid=%s token=%s: %s", b, sid, token, lost)
-            ending = None
+        ending = await _failure_if_held(ctx, b, sid, token, error)
     if ending is not None:
         await _finish(ctx, b, sid, token, ending, time.monotonic() - started)
 
@@ -112,6 +113,16 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
             await ctx.store.publish(staged)
     await ctx.registry.reset_attempts(b, sid)
     return Ending("ready")
+
+
+async def _failure_if_held(
+    ctx: WorkerContext, b: str, sid: str, token: str, exc: DownloadError
+) -> Ending | None:
+    try:
+        return await _after_failure(ctx, b, sid, token, exc)
+    except LeaseLost as lost:
+        log.warning("LEASE_LOST business_id=%s sid=%s token=%s: %s", b, sid, token, lost)
+        return None
 
 
 async def _after_failure(
