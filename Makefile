@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint typecheck bench chaos clean
+.PHONY: install dev dev-s3 test lint typecheck bench chaos clean
 
 $(BIN)/callrec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,11 +16,20 @@ install: $(BIN)/callrec
 dev: install
 	$(BIN)/callrec dev
 
+## The same with STORAGE=s3 against a local S3-compatible server (moto) and a fresh bucket.
+dev-s3: install
+	$(BIN)/callrec dev --local-s3
+
 ## The test suite (what CI runs): lint, types, then pytest against real Redis and HTTP.
 test: install
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+## Crash-safety trials: kill -9 of workers mid-download, CHAOS_TRIALS times (default 50);
+## prints lost / duplicated / torn / max recovery time.
+chaos: install
+	$(BIN)/python -m pytest -q -s -m chaos tests/test_chaos.py
 
 lint: install
 	$(BIN)/ruff check --no-cache .

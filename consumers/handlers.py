@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from calls import keys
+from calls.errors import StorageUnavailable
 from calls.events import Event, publish
 from consumers.context import WorkerContext
 from semaphore.slots import SlotResult
@@ -14,6 +15,8 @@ from semaphore.slots import SlotResult
 log = logging.getLogger(__name__)
 
 StartDownload = Callable[[str, str, str], None]
+# Twilio's RecordingStatus words that mean there is no recording to fetch.
+UNAVAILABLE = ("absent", "failed")
 
 
 async def announce(ctx: WorkerContext, b: str, result: SlotResult, *, skip: str = "") -> None:
@@ -39,8 +42,21 @@ async def announce(ctx: WorkerContext, b: str, result: SlotResult, *, skip: str 
 async def on_request(ctx: WorkerContext, event: Event) -> None:
     b, sid = event.business_id, event.sid
     # Stored already: Twilio is never asked again (guarantee 2).
-    if await ctx.store.stat(sid) is not None:
+    try:
+        stored = await ctx.store.stat(sid) is not None
+    except StorageUnavailable as exc:
+        # Unknown, not absent: the download looks again under its lock, and turns a
+        # lasting storage failure into retries and a dead letter instead of a stuck entry.
+        log.warning("storage check failed business_id=%s sid=%s: %s", b, sid, exc.detail)
+        stored = False
+    if stored:
         await ctx.registry.mark_ready(b, sid)
+        return
+    call = await ctx.registry.get(b, sid)
+    if call is not None and call.twilio_recording in UNAVAILABLE:
+        # A request that raced Twilio's absent/failed callback (or a requeued dead
+        # letter): there is nothing to fetch, so it takes no slot and asks nothing.
+        log.info("request ignored business_id=%s sid=%s twilio=%s", b, sid, call.twilio_recording)
         return
     await ctx.redis.sadd(keys.BUSINESSES, b)
     result = await ctx.slots.request(b, sid)
@@ -99,4 +115,4 @@ async def on_done(ctx: WorkerContext, event: Event) -> None:
 async def schedule_retry(ctx: WorkerContext, b: str, sid: str, delay_ms: int) -> None:
     now_s, now_us = await ctx.redis.time()
     due_ms = now_s * 1000 + now_us // 1000 + delay_ms
-    await ctx.redis.zadd(keys.DELAYED, {f"{b}|{sid}": due_ms})
+    await ctx.redis.zadd(keys.DELAYED, {keys.delayed_member(b, sid): due_ms})

@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
@@ -29,6 +31,8 @@ from calls import keys
 from calls.redis_values import entries, stream_entries
 from ingest.auth import business_of
 from ingest.state import app_state
+
+log = logging.getLogger(__name__)
 
 STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 RECONNECT_MS = 2000
@@ -95,7 +99,13 @@ async def _events(
                 with contextlib.suppress(asyncio.CancelledError):
                     await read
                 return
-            reply = read.result()
+            try:
+                reply = read.result()
+            except RedisError as exc:
+                # The 200 is already sent: end the stream; the browser's EventSource comes
+                # back after "retry" with Last-Event-ID, and gets a 503 while Redis is down.
+                log.warning("status events: redis unavailable (%s); closing stream", exc)
+                return
             if not reply:
                 yield b": keep-alive\n\n"
                 continue
@@ -114,6 +124,7 @@ async def events(request: Request) -> StreamingResponse:
     # Anything that is not a stream id (a stale or foreign value) means "from now on".
     resume = header if _valid_id(header) else None
     stream = keys.status_stream(b)
+    # Read before the response starts, so an unreachable Redis is a 503, not a cut stream.
     last_id, gap = await _start_id(state.redis, stream, resume)
     return StreamingResponse(
         _events(

@@ -56,6 +56,7 @@ class SimState:
         self._tickets: dict[str, Fault | None] = {}
         self._media_requests: Counter[str] = Counter()
         self._downloads: Counter[str] = Counter()
+        self._completed: Counter[str] = Counter()
         self._inflight: Counter[str] = Counter()
         self._max_inflight: Counter[str] = Counter()
         self._order: dict[str, list[str]] = {}
@@ -109,6 +110,10 @@ class SimState:
             self._downloads[rec.recording_sid] += 1
             self._order.setdefault(rec.business_id, []).append(rec.call_sid)
 
+    def download_completed(self, rec: SimRecording) -> None:
+        with self._lock:
+            self._completed[rec.recording_sid] += 1
+
     @contextmanager
     def held(self) -> Iterator[Callable[[], bool]]:
         """A place in the line of held media requests; yields "is it my turn?", so that
@@ -148,6 +153,10 @@ class SimState:
         with self._lock:
             return self._downloads[recording_sid]
 
+    def completed_downloads(self, recording_sid: str) -> int:
+        with self._lock:
+            return self._completed[recording_sid]
+
     def total_downloads(self) -> int:
         with self._lock:
             return sum(self._downloads.values())
@@ -176,6 +185,7 @@ class SimState:
         with self._lock:
             self._media_requests.clear()
             self._downloads.clear()
+            self._completed.clear()
             self._order.clear()
             self._listing_requests = 0
             # Requests still running keep counting; the high-water mark restarts from them.

@@ -108,6 +108,8 @@ async def send_media(
             await send(
                 {"type": "http.response.body", "body": bytes(view[pos:end]), "more_body": not last}
             )
+        if last:
+            state.download_completed(rec)
         pos = end
         if pos >= limit:
             return cut
