@@ -21,12 +21,21 @@ from collections.abc import Mapping
 from typing import Literal
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.access")
-_SECRET = re.compile(r"(?i)(token=|bearer\s+)[^\s&\"';,]+")
 REDACTED = "[redacted]"
+# A token in a query string, after "Bearer", or anything shaped like a JWT. Narrow on
+# purpose: "token=%s" in our own messages is a slot's fencing token, not a secret, and a
+# "%" value is a format placeholder, redacted (if need be) once formatted.
+_SECRETS = (
+    re.compile(r"(?i)([?&](?:access_)?token=)(?!%)[^&\s\"']+"),
+    re.compile(r"(?i)(\bbearer\s+)(?!%)[\w.~+/=-]+"),
+    re.compile(r"()\beyJ[\w-]+\.[\w-]+\.[\w-]*"),
+)
 
 
 def redact(text: str) -> str:
-    return _SECRET.sub(rf"\g<1>{REDACTED}", text)
+    for pattern in _SECRETS:
+        text = pattern.sub(rf"\g<1>{REDACTED}", text)
+    return text
 
 
 class RedactSecrets(logging.Filter):
@@ -42,6 +51,14 @@ class RedactSecrets(logging.Filter):
             record.args = {
                 k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()
             }
+        if record.name != "uvicorn.access" and record.args:
+            # A secret assembled only by formatting (say, a URL object as an argument).
+            try:
+                message = record.getMessage()
+            except (TypeError, ValueError):
+                return True  # logging reports the broken call itself
+            if redact(message) != message:
+                record.msg, record.args = redact(message), None
         return True
 
 
