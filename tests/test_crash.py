@@ -216,8 +216,10 @@ def test_paused_worker_past_its_lease_neither_publishes_nor_releases(
     wait_for(path.exists, "the other worker to store it")
     assert path.read_bytes() == media_bytes(rec)
     assert f"stored sid={rec.call_sid}" not in paused.log()
-    logs = stack.worker_logs()
-    assert len(re.findall(rf"RECORDING_DONE business_id=fence sid={rec.call_sid} ", logs)) == 1
+    # The file appears before its done event is handled: wait for that line, then count.
+    done = rf"RECORDING_DONE business_id=fence sid={rec.call_sid} "
+    wait_for(lambda: re.search(done, stack.worker_logs()) is not None, "the done event")
+    assert len(re.findall(done, stack.worker_logs())) == 1
     r = redis.Redis.from_url(stack.redis_url)
     wait_for(lambda: r.scard(keys.slots("fence")) == 0, "slot free")
     assert r.hget(keys.call("fence", rec.call_sid), "state") == b"ready"
