@@ -71,8 +71,8 @@ async def _register_async(redis_url: str, recs: list[SimRecording]) -> None:
             now_ms=1_700_000_000_000,
         )
 
-    for i in range(0, len(recs), 250):
-        await asyncio.gather(*(one(r) for r in recs[i : i + 250]))
+    for i in range(0, len(recs), 50):
+        await asyncio.gather(*(one(r) for r in recs[i : i + 50]))
     await client.aclose()
 
 
@@ -96,7 +96,9 @@ def enqueue_all(redis_url: str, recs: list[SimRecording]) -> float:
     return asyncio.run(_enqueue_all(redis_url, recs))
 
 
-async def _enqueue_paced(redis_url: str, recs: list[SimRecording], rate_per_s: float) -> dict[str, float]:
+async def _enqueue_paced(
+    redis_url: str, recs: list[SimRecording], rate_per_s: float
+) -> dict[str, float]:
     client = aioredis.Redis.from_url(redis_url)
     sent: dict[str, float] = {}
     start = time.monotonic()
@@ -250,7 +252,10 @@ def fairness(stack: Stack, sim: Simulator, client: redis.Redis, workers: int) ->
     download time is not in it. The first B request goes right behind A's 2,000 request
     events on the stream (head-of-line on the stream); the rest once A's are queued."""
     fresh(client, sim)
-    a = [SimRecording("7001", call_sid(i), f"RE{i:032x}", size_bytes=MEDIA_BYTES) for i in range(2000)]
+    a = [
+        SimRecording("7001", call_sid(i), f"RE{i:032x}", size_bytes=MEDIA_BYTES)
+        for i in range(2000)
+    ]
     b = [
         SimRecording("7002", call_sid(10_000 + i), f"RE{10_000 + i:032x}", size_bytes=MEDIA_BYTES)
         for i in range(41)

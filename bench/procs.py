@@ -65,7 +65,9 @@ def child_pids(pid: int) -> list[int]:
 
 
 def nginx_binary() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else "")
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else ""
+    )
     if not found:
         raise SystemExit("nginx not found: run `make bench` (it installs nginx and wrk)")
     return found
@@ -176,7 +178,15 @@ def wrk(
     binary = shutil.which("wrk")
     if binary is None:
         raise SystemExit("wrk not found: run `make bench` (it installs nginx and wrk)")
-    args = [binary, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration_s))}s"]
+    args = [
+        binary,
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(duration_s))}s",
+    ]
     args += ["-s", str(script), f"http://{base}"]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     line = next(x for x in out.splitlines() if x.startswith("BENCHJSON "))

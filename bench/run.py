@@ -10,6 +10,7 @@ bench/pipeline.py, 5 (memory) is bench/memory.py.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -124,7 +125,8 @@ def pipeline_tables(runs: list[dict[str, Any]], lat: dict[str, Any]) -> str:
         for r in runs
     ]
     first = table(
-        f"Pipeline: {runs[0]['n']} plays over {runs[0]['businesses']} businesses, instant 64 KiB media",
+        f"Pipeline: {runs[0]['n']} plays over {runs[0]['businesses']} businesses, "
+        "instant 64 KiB media",
         [
             "workers",
             "downloads/s",
@@ -141,7 +143,14 @@ def pipeline_tables(runs: list[dict[str, Any]], lat: dict[str, Any]) -> str:
         f"Pipeline: {lat['n']} plays over {lat['businesses']} businesses, 200 ms media latency, "
         f"{lat['workers']} workers",
         ["ideal s", "makespan s", "efficiency", "max/business"],
-        [[lat["ideal_s"], lat["makespan_s"], f"{lat['efficiency']:.1%}", lat["max_concurrent_per_business"]]],
+        [
+            [
+                lat["ideal_s"],
+                lat["makespan_s"],
+                f"{lat['efficiency']:.1%}",
+                lat["max_concurrent_per_business"],
+            ]
+        ],
     )
     return first + "\n" + second
 
@@ -150,7 +159,14 @@ def fairness_table(f: dict[str, Any]) -> str:
     return table(
         f"Fairness: A has {f['a_queued']} queued, B asks one at a time ({f['workers']} workers)",
         ["B wait p50 ms", "B wait p99 ms", "B right behind A's burst ms", "A still queued at end"],
-        [[f["b_wait_p50_ms"], f["b_wait_p99_ms"], f["b_first_behind_burst_ms"], f["a_still_queued_at_end"]]],
+        [
+            [
+                f["b_wait_p50_ms"],
+                f["b_wait_p99_ms"],
+                f["b_first_behind_burst_ms"],
+                f["a_still_queued_at_end"],
+            ]
+        ],
     )
 
 
@@ -159,9 +175,24 @@ def memory_table(m: dict[str, Any]) -> str:
         f"Memory: {m['recording_mb']:.0f} MB recording (RSS, MiB)",
         ["process", "before", "peak", "growth"],
         [
-            ["worker downloading", m["worker_rss_before_mib"], m["worker_peak_mib"], m["worker_growth_mib"]],
-            ["web, full GET", m["web_rss_before_mib"], m["web_full_peak_mib"], m["web_full_growth_mib"]],
-            ["web, + range GETs", m["web_rss_before_mib"], m["web_range_peak_mib"], m["web_range_growth_mib"]],
+            [
+                "worker downloading",
+                m["worker_rss_before_mib"],
+                m["worker_peak_mib"],
+                m["worker_growth_mib"],
+            ],
+            [
+                "web, full GET",
+                m["web_rss_before_mib"],
+                m["web_full_peak_mib"],
+                m["web_full_growth_mib"],
+            ],
+            [
+                "web, + range GETs",
+                m["web_rss_before_mib"],
+                m["web_range_peak_mib"],
+                m["web_range_growth_mib"],
+            ],
         ],
     )
 
@@ -170,13 +201,29 @@ def goals(results: dict[str, Any]) -> str:
     rows: list[list[Any]] = []
     if "playback" in results:
         p = results["playback"]
-        rng = p["callrec_app"]["range_64k"]["requests_per_s"] / p["nginx"]["range_64k"]["requests_per_s"]
+        rng = (
+            p["callrec_app"]["range_64k"]["requests_per_s"]
+            / p["nginx"]["range_64k"]["requests_per_s"]
+        )
         full = p["callrec_app"]["full"]["bytes_per_s"] / p["nginx"]["full"]["bytes_per_s"]
-        xr = p["callrec_xaccel"]["range_64k"]["requests_per_s"] / p["nginx"]["range_64k"]["requests_per_s"]
+        xr = (
+            p["callrec_xaccel"]["range_64k"]["requests_per_s"]
+            / p["nginx"]["range_64k"]["requests_per_s"]
+        )
         xf = p["callrec_xaccel"]["full"]["bytes_per_s"] / p["nginx"]["full"]["bytes_per_s"]
         rows += [
-            ["64 KiB ranges, app, req/s of nginx", "≥ 35%", f"{rng:.1%}", _met(rng >= GOAL_RANGE_RATIO)],
-            ["full GETs, app, bytes/s of nginx", "≥ 60%", f"{full:.1%}", _met(full >= GOAL_FULL_RATIO)],
+            [
+                "64 KiB ranges, app, req/s of nginx",
+                "≥ 35%",
+                f"{rng:.1%}",
+                _met(rng >= GOAL_RANGE_RATIO),
+            ],
+            [
+                "full GETs, app, bytes/s of nginx",
+                "≥ 60%",
+                f"{full:.1%}",
+                _met(full >= GOAL_FULL_RATIO),
+            ],
             ["x-accel, ranges, of nginx", "≥ 80%", f"{xr:.1%}", _met(xr >= GOAL_XACCEL_RATIO)],
             ["x-accel, full, of nginx", "≥ 80%", f"{xf:.1%}", _met(xf >= GOAL_XACCEL_RATIO)],
         ]
@@ -186,22 +233,56 @@ def goals(results: dict[str, Any]) -> str:
         worst_cmds = max(r["redis_commands_per_recording"] for r in runs)
         worst_p99 = max(r["start_latency_p99_ms"] for r in runs)
         rates = [r["downloads_per_s"] for r in runs]
-        rising = all(b > a for a, b in zip(rates, rates[1:], strict=False))
+        rising = all(b > a for a, b in itertools.pairwise(rates))
         caps = max(r["max_concurrent_per_business"] for r in runs)
         rows += [
-            ["schedule efficiency, 200 ms media", "≥ 90%", f"{lat['efficiency']:.1%}", _met(lat["efficiency"] >= GOAL_EFFICIENCY)],
-            ["Redis commands per recording", "≤ 15", f"{worst_cmds:.1f}", _met(worst_cmds <= GOAL_COMMANDS)],
-            ["start latency p99, slot free", "< 20 ms", f"{worst_p99:.1f} ms", _met(worst_p99 < GOAL_START_P99_MS)],
-            ["throughput rising with workers", "1 < 2 < 4", " < ".join(f"{x:.0f}" for x in rates), _met(rising)],
+            [
+                "schedule efficiency, 200 ms media",
+                "≥ 90%",
+                f"{lat['efficiency']:.1%}",
+                _met(lat["efficiency"] >= GOAL_EFFICIENCY),
+            ],
+            [
+                "Redis commands per recording",
+                "≤ 15",
+                f"{worst_cmds:.1f}",
+                _met(worst_cmds <= GOAL_COMMANDS),
+            ],
+            [
+                "start latency p99, slot free",
+                "< 20 ms",
+                f"{worst_p99:.1f} ms",
+                _met(worst_p99 < GOAL_START_P99_MS),
+            ],
+            [
+                "throughput rising with workers",
+                "1 < 2 < 4",
+                " < ".join(f"{x:.0f}" for x in rates),
+                _met(rising),
+            ],
             ["max concurrent per business", "≤ 3", str(caps), _met(caps <= 3)],
         ]
     if "fairness" in results:
         f = results["fairness"]
-        rows.append(["B's wait p99 with A's 2,000 queued", "< 50 ms", f"{f['b_wait_p99_ms']:.1f} ms", _met(f["b_wait_p99_ms"] < GOAL_FAIR_P99_MS)])
+        rows.append(
+            [
+                "B's wait p99 with A's 2,000 queued",
+                "< 50 ms",
+                f"{f['b_wait_p99_ms']:.1f} ms",
+                _met(f["b_wait_p99_ms"] < GOAL_FAIR_P99_MS),
+            ]
+        )
     if "memory" in results:
         m = results["memory"]
         worst = max(m["worker_growth_mib"], m["web_full_growth_mib"], m["web_range_growth_mib"])
-        rows.append(["RSS growth, 500 MB recording", "< 50 MB", f"{worst:.1f} MiB", _met(worst < GOAL_GROWTH_MIB)])
+        rows.append(
+            [
+                "RSS growth, 500 MB recording",
+                "< 50 MB",
+                f"{worst:.1f} MiB",
+                _met(worst < GOAL_GROWTH_MIB),
+            ]
+        )
     return table("Goals", ["goal", "target", "measured", ""], rows)
 
 
@@ -217,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
 
     started = time.monotonic()
-    results: dict[str, Any] = {"machine": machine(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     print(f"machine: {results['machine']}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="callrec-bench-"))
     report: list[str] = []
@@ -230,7 +314,12 @@ def main(argv: list[str] | None = None) -> int:
                 twilio_base=sim.base_url,
                 account_sid=sim.account_sid,
                 auth_token=sim.auth_token,
-                env_overrides={"PREFETCH_ON_WEBHOOK": "false", "LOG_LEVEL": "WARNING"},
+                env_overrides={
+                    "PREFETCH_ON_WEBHOOK": "false",
+                    # Production defaults; tests/stack.py shortens them for the tests.
+                    "RECONCILE_INTERVAL_MS": "5000",
+                    "DOWNLOAD_BACKOFF_BASE_MS": "1000",
+                },
             )
             try:
                 if "playback" in only:
@@ -267,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     m = results["machine"]
     footer = (
         f"\nmachine: {m['nproc']} x {m['cpu']}, Python {m['python']}, Linux {m['kernel']}; "
-        f"load average at start {m['loadavg_start'][0]:.2f}, at end {results['loadavg_end'][0]:.2f} "
+        f"load average at start {m['loadavg_start'][0]:.2f}, "
+        f"at end {results['loadavg_end'][0]:.2f} "
         f"(other work on the machine skews every number); bench took {results['seconds']:.0f} s"
     )
     print(footer)

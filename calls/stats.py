@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from calls.keys import STATS
 from calls.redis_values import text_map
@@ -26,14 +27,19 @@ async def count(redis: Redis, field: str, by: int = 1) -> None:
     await redis.hincrby(STATS, field, by)
 
 
-async def observe_download(redis: Redis, outcome: str, seconds: float) -> None:
+def add_download_observation(pipe: Pipeline, outcome: str, seconds: float) -> None:
+    """Queue the counters of one finished download on ``pipe`` (the caller executes it)."""
     # Non-cumulative bucket counts; the exporter accumulates them. "inf" catches the rest.
     i = bisect.bisect_left(DOWNLOAD_BUCKETS_S, seconds)
     bucket = str(DOWNLOAD_BUCKETS_S[i]) if i < len(DOWNLOAD_BUCKETS_S) else "inf"
+    pipe.hincrby(STATS, download_field(outcome), 1)
+    pipe.hincrby(STATS, f"download_seconds:{bucket}", 1)
+    pipe.hincrbyfloat(STATS, "download_seconds:sum", seconds)
+
+
+async def observe_download(redis: Redis, outcome: str, seconds: float) -> None:
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hincrby(STATS, download_field(outcome), 1)
-        pipe.hincrby(STATS, f"download_seconds:{bucket}", 1)
-        pipe.hincrbyfloat(STATS, "download_seconds:sum", seconds)
+        add_download_observation(pipe, outcome, seconds)
         await pipe.execute()
 
 

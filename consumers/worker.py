@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -61,9 +61,10 @@ class Worker:
         self.downloads.add(task)
         task.add_done_callback(self.downloads.discard)
 
-    async def handle(self, entry_id: str, fields: Mapping[Any, Any]) -> None:
-        """Handle one entry and acknowledge it. A Redis error leaves it pending, so it is
-        claimed again later; an entry that is not an event is dead-lettered."""
+    async def handle(self, entry_id: str, fields: Mapping[Any, Any], *, ack: bool = True) -> None:
+        """Handle one entry and acknowledge it (unless the caller acknowledges a batch). A
+        Redis error leaves it pending, so it is claimed again later; an entry that is not
+        an event is dead-lettered."""
         try:
             event = Event.parse(fields)
         except ValueError as exc:
@@ -71,12 +72,13 @@ class Worker:
             await dead_letter(self.ctx.redis, "", "", reason=str(exc), attempts=1, kind="stream")
         else:
             if event.kind == "request":
-                await handlers.on_request(self.ctx, event)
+                await handlers.on_request(self.ctx, event, self.start_download)
             elif event.kind == "start":
                 await handlers.on_start(self.ctx, event, self.start_download)
             else:
-                await handlers.on_done(self.ctx, event)
-        await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)
+                await handlers.on_done(self.ctx, event, self.start_download)
+        if ack:
+            await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)
 
     async def _read_loop(self) -> None:
         backoff_s = 0.1
@@ -89,8 +91,7 @@ class Worker:
                     count=READ_COUNT,
                     block=READ_BLOCK_MS,
                 )
-                for entry_id, fields in stream_entries(reply):
-                    await self.handle(entry_id, fields)
+                await self._handle_batch(stream_entries(reply))
                 backoff_s = 0.1
             except (RedisConnectionError, TimeoutError, OSError) as exc:
                 log.warning("redis unreachable (%s); reconnecting in %.1fs", exc, backoff_s)
@@ -102,6 +103,18 @@ class Worker:
                     await self._recreate_group_if_lost()
                 else:
                     raise
+
+    async def _handle_batch(self, entries: Iterable[tuple[str, Mapping[Any, Any]]]) -> None:
+        # One XACK for everything handled, even when a later entry fails: what was done is
+        # acknowledged, the rest stays pending and is claimed again.
+        handled: list[str] = []
+        try:
+            for entry_id, fields in entries:
+                await self.handle(entry_id, fields, ack=False)
+                handled.append(entry_id)
+        finally:
+            if handled:
+                await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, *handled)
 
     async def _recreate_group_if_lost(self) -> None:
         try:
