@@ -18,12 +18,12 @@ dev: install
 
 ## The test suite (what CI runs): lint, types, then pytest against real Redis and HTTP.
 test: install
-	$(BIN)/ruff check .
+	$(BIN)/ruff check --no-cache .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check .
+	$(BIN)/ruff check --no-cache .
 
 typecheck: install
 	$(BIN)/mypy

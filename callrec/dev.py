@@ -13,13 +13,13 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from callrec.embedded_redis import EmbeddedRedis
+from callrec.procfile import web_command, worker_command
 from ingest.auth import issue_token
 
 DEMO_BUSINESS = "demo"
@@ -67,22 +67,10 @@ def run_dev(*, port: int, workers: int, demo_calls: int) -> int:
         env.setdefault("RECORDINGS_DIR", str((DEV_DIR / "recordings").resolve()))
 
         procs: list[subprocess.Popen[bytes]] = []
-        web = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "ingest.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-        )
+        web = subprocess.Popen(web_command(port), env=env)
         procs.append(web)
         for _ in range(workers):
-            procs.append(subprocess.Popen([sys.executable, "-m", "consumers"], env=env))
+            procs.append(subprocess.Popen(worker_command(), env=env))
 
         def stop_children() -> None:
             for proc in procs:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ingest.fileserve import serve_file
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ingest.fileserve import serve_file
 from ingest.state import AppState
 from storage import StoredRecording
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from callrec.embedded_redis import free_port
+from callrec.procfile import web_command, worker_command
 from ingest.auth import issue_token
 
 JWT_SECRET = "test-secret-" + "x" * 32
@@ -93,18 +93,7 @@ class Stack:
         env = self.env(PUBLIC_BASE_URL=url, **extra)
         proc = self._spawn(
             f"web{len(self.web_urls)}",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "ingest.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
+            web_command(port, log_level="warning"),
             env,
         )
 
@@ -122,7 +111,7 @@ class Stack:
 
     def start_worker(self, **extra: str) -> Proc:
         n = sum(1 for p in self.procs if p.name.startswith("worker"))
-        proc = self._spawn(f"worker{n}", [sys.executable, "-m", "consumers"], self.env(**extra))
+        proc = self._spawn(f"worker{n}", worker_command(), self.env(**extra))
         wait_for(lambda: "reading rec_events" in proc.log() or not proc.alive(), "worker start")
         assert proc.alive(), proc.log()
         return proc
