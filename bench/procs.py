@@ -9,11 +9,11 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from callrec.embedded_redis import free_port
+from callrec.procfile import web_command
 from tests.stack import ROOT, Proc, Stack, wait_for
 
 DEPLOY_NGINX_CONF = ROOT / "deploy" / "nginx.conf"
@@ -40,8 +40,9 @@ def start_uvicorn(
     """``uvicorn <app> --workers N`` on a free port (one listening socket, N processes)."""
     port = free_port()
     env = stack.env(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", **extra_env)
-    args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    # The Procfile's web command (what production runs), with N processes on one socket.
+    args = [app if a == "ingest.app:app" else a for a in web_command(port, log_level="warning")]
+    args += ["--workers", str(workers), "--no-access-log"]
     proc = spawn(stack, name, args, env)
 
     def up() -> bool:
