@@ -21,6 +21,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from bench.countproxy import CountingProxy
 from calls import keys
 from calls.events import Event, publish, request_download
 from calls.registry import CallRegistry
@@ -143,15 +144,34 @@ def command_stats(client: redis.Redis) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
 
 
-def commands_by_client(client: redis.Redis) -> dict[str, int]:
-    """Commands each connected client sent (CLIENT LIST tot-cmds): what callrec's processes
-    asked for, not counting the commands its Lua scripts ran inside Redis."""
-    own = str(client.client_id())
-    return {
-        str(c["id"]): int(c.get("tot-cmds", 0))
-        for c in client.client_list()
-        if str(c["id"]) != own
-    }
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def command_count(
+    stack: Stack, sim: Simulator, client: redis.Redis, n: int, businesses: int
+) -> dict[str, Any]:
+    """Commands callrec's processes send per recording, counted on the wire by a proxy
+    (one worker, N plays enqueued at once); a separate, smaller run, as the proxy costs
+    time that the throughput runs must not pay."""
+    fresh(client, sim)
+    recs = recordings(n, businesses)
+    register(sim, stack.redis_url, recs)
+    proxy = CountingProxy(int(stack.redis_url.rsplit(":", 1)[1].split("/")[0]))
+    proxy.start()
+    directory = stack.recordings_dir / "count"
+    try:
+        stack.start_worker(RECORDINGS_DIR=str(directory), REDIS_URL=proxy.url)
+        before = proxy.commands()
+        enqueue_all(proxy.url, recs)  # one XADD per recording, counted too
+        wait_stored(directory, n, timeout_s=120)
+        sent = proxy.commands() - before
+    finally:
+        stack.stop()
+        stack.procs.clear()
+        proxy.stop()
+    return {"n": n, "businesses": businesses, "commands_per_recording": sent / n}
 
 
 def fresh(client: redis.Redis, sim: Simulator) -> None:
@@ -172,12 +192,11 @@ def throughput_run(
         stack.start_worker(RECORDINGS_DIR=str(directory))
     sim.reset_counters()
     client.config_resetstat()
-    before = commands_by_client(client)
+    cpu_before = sum(cpu_s(p.popen.pid) for p in stack.workers())
     t0 = enqueue_all(stack.redis_url, recs)
     t_end = wait_stored(directory, n, timeout_s=180)
     after = command_stats(client)
-    # The enqueuing connection is gone by now: it sent exactly one XADD per recording.
-    top = n + sum(v - before.get(k, 0) for k, v in commands_by_client(client).items())
+    worker_cpu_ms = (sum(cpu_s(p.popen.pid) for p in stack.workers()) - cpu_before) * 1000 / n
     makespan = t_end - t0
     ok = sim.total_downloads()
     per_business = max(sim.max_concurrent(business(i)) for i in range(businesses))
@@ -201,8 +220,8 @@ def throughput_run(
         "downloads_per_s": n / makespan,
         "media_downloads": ok,
         "max_concurrent_per_business": per_business,
-        "redis_commands_per_recording": top / n,
         "redis_commands_incl_in_script_per_recording": total_calls / n,
+        "worker_cpu_ms_per_recording": worker_cpu_ms,
         "commands_by_name_per_recording": {
             k: round(v / n, 2)
             for k, v in sorted(after.items(), key=lambda kv: -kv[1])
