@@ -140,7 +140,7 @@ def percentile(values: Iterable[float], q: float) -> float:
 
 
 def command_stats(client: redis.Redis) -> dict[str, int]:
-    info: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+    info: dict[str, Any] = client.info("commandstats")
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
 
 

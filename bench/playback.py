@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 
 from bench import procs
+from callrec.embedded_redis import free_port
 from calls.registry import CallRegistry
-from tests.stack import Stack, token
+from tests.stack import Proc, Stack, token
 from twilio_sim import SimRecording, media_bytes
 
 WEB_PROCESSES = 2
@@ -80,7 +80,7 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
     auth = f"Bearer {token(BUSINESS)}"
     results: dict[str, Any] = {}
 
-    port = procs.free_port()
+    port = free_port()
     nginx = procs.start_nginx(
         stack,
         "nginx-direct",
@@ -111,7 +111,7 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
     web, web_port = procs.start_uvicorn(
         stack, "ingest.app:app", workers=WEB_PROCESSES, name="callrec-xaccel", SERVE_VIA="x-accel"
     )
-    port = procs.free_port()
+    port = free_port()
     nginx = procs.start_nginx(
         stack,
         "nginx-xaccel",
@@ -126,11 +126,7 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
     return results
 
 
-def _stop(stack: Stack, proc: procs.Proc) -> None:
+def _stop(stack: Stack, proc: Proc) -> None:
     proc.popen.terminate()
     proc.popen.wait(timeout=15)
     stack.procs.remove(proc)
-
-
-def recording_path(stack: Stack) -> Path:
-    return stack.recordings_dir / f"{SID}.mp3"
