@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint typecheck bench chaos clean
+.PHONY: install dev dev-s3 test lint typecheck bench chaos clean
 
 $(BIN)/callrec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,10 @@ install: $(BIN)/callrec
 ## Run the service locally: embedded Redis, disk storage, Twilio simulator with demo calls.
 dev: install
 	$(BIN)/callrec dev
+
+## The same with STORAGE=s3 against a local S3-compatible server (moto) and a fresh bucket.
+dev-s3: install
+	$(BIN)/callrec dev --local-s3
 
 ## The test suite (what CI runs): lint, types, then pytest against real Redis and HTTP.
 test: install

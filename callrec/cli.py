@@ -22,7 +22,9 @@ def _token(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from callrec.dev import run_dev
 
-    return run_dev(port=args.port, workers=args.workers, demo_calls=args.demo_calls)
+    return run_dev(
+        port=args.port, workers=args.workers, demo_calls=args.demo_calls, local_s3=args.local_s3
+    )
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -47,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--workers", type=int, default=1)
     dev.add_argument("--demo-calls", type=int, default=8)
+    dev.add_argument(
+        "--local-s3",
+        action="store_true",
+        help="STORAGE=s3 against a local S3-compatible server (moto) with a fresh bucket",
+    )
     dev.set_defaults(func=_dev)
 
     token = sub.add_parser("token", help="print an API token for a business")

@@ -2,8 +2,9 @@
 
 Starts what is missing: a private Redis when ``REDIS_URL`` is unset, the Twilio
 simulator (with demo calls sent through real signed webhooks) when
-``TWILIO_ACCOUNT_SID`` is unset; then the ``web`` and ``worker`` processes of the
-Procfile, as child processes with the same commands.
+``TWILIO_ACCOUNT_SID`` is unset, and with ``--local-s3`` an S3-compatible server (moto)
+with a bucket, so ``STORAGE=s3`` runs without a cloud account; then the ``web`` and
+``worker`` processes of the Procfile, as child processes with the same commands.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ingest.auth import issue_token
 
 DEMO_BUSINESS = "demo"
 DEV_DIR = Path(".callrec-dev")
+DEV_BUCKET = "callrec-dev"
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
@@ -38,10 +40,28 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30
     raise SystemExit("callrec dev: web did not become healthy")
 
 
-def run_dev(*, port: int, workers: int, demo_calls: int) -> int:
+def _start_local_s3(stack: contextlib.ExitStack, env: dict[str, str]) -> None:
+    from callrec.local_s3 import LocalS3
+
+    DEV_DIR.mkdir(parents=True, exist_ok=True)
+    server = stack.enter_context(LocalS3(log_path=DEV_DIR / "moto.log"))
+    bucket = env.get("S3_BUCKET") or DEV_BUCKET
+    server.create_bucket(bucket)
+    env.update(server.env(bucket))
+    # Its own cache directory: disk-mode recordings are not objects in this bucket.
+    env.setdefault("RECORDINGS_DIR", str((DEV_DIR / "s3-cache").resolve()))
+    print(
+        f"local S3 (moto, in memory): {server.url} bucket={bucket} "
+        f"SERVE_S3_VIA={env.get('SERVE_S3_VIA', 'redirect')}"
+    )
+
+
+def run_dev(*, port: int, workers: int, demo_calls: int, local_s3: bool = False) -> int:
     env = dict(os.environ)
     stack = contextlib.ExitStack()
     with stack:
+        if local_s3:
+            _start_local_s3(stack, env)
         if not env.get("REDIS_URL"):
             data_dir = (DEV_DIR / "redis").resolve()
             data_dir.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,11 @@ class Unavailable(CallrecError):
         self.retry_after_s = retry_after_s
 
 
+class StorageUnavailable(Unavailable):
+    """Object storage refused a request or could not be reached (missing bucket, denied
+    access, network). The web answers 503; a worker retries the download, then gives up."""
+
+
 class DownloadError(CallrecError):
     """A media fetch failed. ``retryable`` decides between backoff and giving up."""
 

@@ -35,6 +35,8 @@ class S3Settings:
     endpoint_url: str | None
     serve_via: ServeS3Via
     cache_max_bytes: int | None
+    # SigV4 signs the region; R2 wants "auto", AWS the bucket's own region.
+    region: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +131,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
     s3 = None
     if storage == "s3":
         cache_raw = read.text("CACHE_MAX_BYTES")
+        endpoint_url = read.text("S3_ENDPOINT_URL")
+        region = read.text("AWS_REGION") or read.text("AWS_DEFAULT_REGION")
         s3 = S3Settings(
             bucket=read.required("S3_BUCKET"),
             prefix=read.text("S3_PREFIX", "") or "",
-            endpoint_url=read.text("S3_ENDPOINT_URL"),
+            endpoint_url=endpoint_url,
             serve_via=read.choice("SERVE_S3_VIA", "redirect", ("redirect", "proxy")),  # type: ignore[arg-type]
             cache_max_bytes=None if cache_raw is None else read.integer("CACHE_MAX_BYTES", 0),
+            region=region or ("auto" if endpoint_url else "us-east-1"),
         )
     public_base = read.text("PUBLIC_BASE_URL")
     return Settings(

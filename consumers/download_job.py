@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from calls import stats
-from calls.errors import DownloadError, LeaseLost
+from calls.errors import DownloadError, LeaseLost, StorageUnavailable
 from calls.events import Event, add_events
 from consumers.backoff import backoff_s
 from consumers.context import WorkerContext
@@ -49,6 +49,12 @@ async def run_download(ctx: WorkerContext, b: str, sid: str, token: str) -> None
             raise
     except LeaseLost:
         ending = None
+    except StorageUnavailable as exc:
+        # Missing bucket, denied access, S3 down: retried like a Twilio failure, so the
+        # slot is released either way and a lasting problem ends in a dead letter.
+        ending = await _after_failure(
+            ctx, b, sid, DownloadError(f"storage: {exc.detail}", retryable=True)
+        )
     except Exception as exc:  # a bug or an unexpected dependency failure: retry it
         log.exception("download crashed business_id=%s sid=%s", b, sid)
         ending = await _after_failure(

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from calls import keys
+from calls.errors import StorageUnavailable
 from calls.events import Event, publish
 from consumers.context import WorkerContext
 from semaphore.slots import SlotResult
@@ -72,7 +73,14 @@ async def on_request(
 ) -> None:
     b, sid = event.business_id, event.sid
     # Stored already: Twilio is never asked again (guarantee 2).
-    if await ctx.store.stat(sid) is not None:
+    try:
+        stored = await ctx.store.stat(sid) is not None
+    except StorageUnavailable as exc:
+        # Unknown, not absent: the download looks again under its lock, and turns a
+        # lasting storage failure into retries and a dead letter instead of a stuck entry.
+        log.warning("storage check failed business_id=%s sid=%s: %s", b, sid, exc.detail)
+        stored = False
+    if stored:
         await ctx.registry.mark_ready(b, sid)
         return
     await _index_business(ctx, b)

@@ -24,7 +24,13 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ingest.ranges import ByteRange, RangeNotSatisfiable, parse_range
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "FileRegionResponse", "serve_file"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "FileRegionResponse",
+    "content_disposition",
+    "select_range",
+    "serve_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +105,7 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
             return
 
 
-def _content_disposition(filename: str) -> str:
+def content_disposition(filename: str) -> str:
     if (
         filename.isascii()
         and filename.isprintable()
@@ -162,7 +168,7 @@ class FileRegionResponse(Response):
         if byte_range is not None:
             raw.append((b"content-range", byte_range.content_range(size).encode()))
         if filename is not None:
-            raw.append((b"content-disposition", _content_disposition(filename).encode()))
+            raw.append((b"content-disposition", content_disposition(filename).encode()))
         if extra_headers:
             raw.extend(
                 (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra_headers.items()
@@ -288,20 +294,13 @@ def _if_range_matches(header: str, etag: str, last_modified: float) -> bool:
     return when is not None and int(when) == int(last_modified)
 
 
-def serve_file(
-    request: Request,
-    path: Path,
-    *,
-    size: int,
-    etag: str,
-    last_modified: float,
-    media_type: str = "audio/mpeg",
-    filename: str | None = None,
-) -> Response:
-    """The response for a GET/HEAD of a stored file: 200, 206, 304 or 416.
+def select_range(
+    request: Request, *, size: int, etag: str, last_modified: float
+) -> Response | ByteRange | None:
+    """Conditionals and Range of a GET/HEAD against a representation's validators.
 
-    HEAD answers exactly as GET would (including 206 for a Range, as nginx does), minus the
-    body. Does no file I/O itself; the returned response opens the file when sent.
+    A finished answer (304 or 416), else the single range to serve (None: the whole of
+    it). Shared by local files and objects proxied from S3, so both answer alike.
     """
     headers = request.headers
 
@@ -328,18 +327,38 @@ def serve_file(
             # The client's partial copy is stale: it needs the whole current file.
             range_header = None
     try:
-        byte_range = parse_range(range_header, size)
+        return parse_range(range_header, size)
     except RangeNotSatisfiable:
         return Response(
             status_code=416,
             headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes", **validators()},
         )
+
+
+def serve_file(
+    request: Request,
+    path: Path,
+    *,
+    size: int,
+    etag: str,
+    last_modified: float,
+    media_type: str = "audio/mpeg",
+    filename: str | None = None,
+) -> Response:
+    """The response for a GET/HEAD of a stored file: 200, 206, 304 or 416.
+
+    HEAD answers exactly as GET would (including 206 for a Range, as nginx does), minus the
+    body. Does no file I/O itself; the returned response opens the file when sent.
+    """
+    selected = select_range(request, size=size, etag=etag, last_modified=last_modified)
+    if isinstance(selected, Response):
+        return selected
     return FileRegionResponse(
         path,
         size=size,
         etag=etag,
         last_modified=last_modified,
-        byte_range=byte_range,
+        byte_range=selected,
         media_type=media_type,
         method=request.method,
         filename=filename,

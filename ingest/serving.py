@@ -1,4 +1,5 @@
-"""How stored bytes leave the web process: streamed by the app, or handed to nginx."""
+"""How stored bytes leave the web process: streamed by the app, handed to nginx, or (with
+S3/R2) redirected to a presigned URL or proxied from the bucket."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ X_ACCEL_LOCATION = "/_recordings/"
 async def serve_stored(
     request: Request, state: AppState, stored: StoredRecording, *, filename: str | None
 ) -> Response:
-    if stored.path is None:
-        raise NotImplementedError("object storage serving arrives with the S3 backend")
-    if state.settings.serve_via == "x-accel":
+    settings = state.settings
+    if settings.s3 is not None and (stored.path is None or settings.serve_via == "app"):
+        from ingest.objectserve import serve_object
+        from storage.s3 import S3Store
+
+        assert isinstance(state.store, S3Store)
+        return await serve_object(
+            request, state.store, stored, via=settings.s3.serve_via, filename=filename
+        )
+    assert stored.path is not None
+    if settings.serve_via == "x-accel":
         # nginx does Range, ETag and sendfile itself; the app has done the tenant check.
         headers = {"X-Accel-Redirect": f"{X_ACCEL_LOCATION}{stored.path.name}"}
         if filename:

@@ -20,7 +20,7 @@ LOCKS_DIRNAME = ".locks"
 STALE_PART_AGE_S = 60.0
 
 
-def _recording_from_stat(call_sid: str, path: Path, st: os.stat_result) -> StoredRecording:
+def recording_from_stat(call_sid: str, path: Path, st: os.stat_result) -> StoredRecording:
     return StoredRecording(
         call_sid=call_sid,
         size=st.st_size,
@@ -61,7 +61,7 @@ class DiskStore(RecordingStore):
     async def stat(self, call_sid: str) -> StoredRecording | None:
         path = self.path_for(call_sid)
         st = await asyncio.to_thread(_stat_or_none, path)
-        return None if st is None else _recording_from_stat(call_sid, path, st)
+        return None if st is None else recording_from_stat(call_sid, path, st)
 
     def lock(self, call_sid: str) -> AbstractAsyncContextManager[None]:
         return file_lock(self.lock_path_for(call_sid))
@@ -86,7 +86,7 @@ class DiskStore(RecordingStore):
             raise ValueError(f"{staged.path} was not staged by this store ({self.root})")
         st = await staged.commit(destination)
         log.info("stored sid=%s bytes=%d", call_sid, st.st_size)
-        return _recording_from_stat(call_sid, destination, st)
+        return recording_from_stat(call_sid, destination, st)
 
     async def startup(self) -> None:
         # Temp files of processes killed mid-download; a live download holds its call's

@@ -9,5 +9,9 @@ from storage.disk import DiskStore
 
 def open_store(settings: Settings) -> RecordingStore:
     if settings.storage == "s3":
-        raise NotImplementedError("STORAGE=s3 arrives with the S3 backend")
+        # Imported here so a disk deployment never loads boto3.
+        from storage.s3 import S3Store
+
+        assert settings.s3 is not None
+        return S3Store(settings.s3, settings.recordings_dir)
     return DiskStore(settings.recordings_dir)

@@ -133,6 +133,18 @@ class StagingFile:
             raise RuntimeError(f"staging file for {self.call_sid} is closed")
         return self._fd
 
+    async def sync(self) -> None:
+        """Flush and fsync, keeping the file open for a later :meth:`commit`.
+
+        The S3 backend uploads from ``path`` between the two, so the object is made
+        from exactly the bytes the local copy will hold.
+        """
+        if self._done:
+            raise RuntimeError(f"staging file for {self.call_sid} is already finished")
+        await self._flush()
+        fd = self._require_fd()
+        await asyncio.shield(asyncio.to_thread(os.fsync, fd))
+
     async def commit(self, destination: Path) -> os.stat_result:
         """Flush, fsync, rename over ``destination``, fsync the directory.
 

@@ -56,3 +56,24 @@ def stack(tmp_path: Path, redis_url: str, sim: object) -> Iterator[Stack]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def local_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """moto's standalone S3 server on loopback, shared by the session; tests isolate
+    themselves with a bucket each (``s3_bucket``)."""
+    from callrec.local_s3 import LocalS3
+
+    with LocalS3(log_path=tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(local_s3: object, request: pytest.FixtureRequest) -> str:
+    from callrec.local_s3 import LocalS3
+
+    assert isinstance(local_s3, LocalS3)
+    slug = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())
+    name = f"t-{slug[:50].strip('-')}-b"  # 3-63 chars, ends with a letter
+    local_s3.create_bucket(name)
+    return name
