@@ -26,6 +26,11 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
+## Crash-safety trials: kill -9 of workers mid-download, CHAOS_TRIALS times (default 50);
+## prints lost / duplicated / torn / max recovery time.
+chaos: install
+	$(BIN)/python -m pytest -q -s -m chaos tests/test_chaos.py
+
 lint: install
 	$(BIN)/ruff check --no-cache .
 

@@ -21,6 +21,7 @@ CALL = "rec_call:{{{b}}}:{sid}"  # HASH: one call and its recording's state
 CALL_PREFIX = "rec_call:{{{b}}}:"
 CALLS_BY_TIME = "rec_calls:{{{b}}}"  # ZSET sid -> started_at (ms), for listing
 STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
+PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repair scans it)
 
 # --- global --------------------------------------------------------------------------
 EVENTS = "rec_events"  # STREAM: request/start/done events, consumer group below
@@ -75,6 +76,15 @@ def status_stream(b: str) -> str:
     return STATUS_STREAM.format(b=b)
 
 
+def pending(b: str) -> str:
+    return PENDING.format(b=b)
+
+
+def delayed_member(b: str, sid: str) -> str:
+    """A retry's member in ``DELAYED``."""
+    return f"{b}|{sid}"
+
+
 def business_keys(b: str) -> list[str]:
     """KEYS of every slot script, in the order their headers document."""
-    return [slots(b), queue(b), queued(b), queued_at(b), fence(b), status_stream(b)]
+    return [slots(b), queue(b), queued(b), queued_at(b), fence(b), status_stream(b), pending(b)]

@@ -101,9 +101,13 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         score, _, sid = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
-        return int(score), sid
+        value = int(score)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadRequest("before is not a cursor this API returned") from None
+    # Scores are milliseconds; a number Redis cannot read as a float is no cursor of ours.
+    if not 0 <= value < 2**53:
+        raise BadRequest("before is not a cursor this API returned")
+    return value, sid
 
 
 class CallRegistry:

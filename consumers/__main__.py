@@ -15,9 +15,11 @@ from consumers.runtime import build_worker
 
 log = logging.getLogger("consumers")
 
-EXIT_OK = 0
-EXIT_CONFIG = 2
-EXIT_DRAINED = 0  # SIGTERM handled: in-flight work finished or handed back
+# Exit codes, for process managers and operators reading "exited with status N".
+EXIT_DRAINED = 0  # stopped (SIGTERM/SIGINT): every running download finished in the grace
+EXIT_CONFIG = 2  # a required variable is missing or malformed; nothing was started
+EXIT_HANDED_BACK = 75  # stopped, and downloads still running after the grace period were
+# handed back to the head of their queues for other workers (EX_TEMPFAIL: nothing lost)
 
 
 async def _main(settings: Settings) -> int:
@@ -27,11 +29,12 @@ async def _main(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.set)
     try:
-        await worker.run()
+        handed_back = await worker.run()
     finally:
         await close()
-    log.info("worker %s stopped", consumer)
-    return EXIT_DRAINED
+    code = EXIT_HANDED_BACK if handed_back else EXIT_DRAINED
+    log.info("worker %s stopped exit_code=%d handed_back=%d", consumer, code, handed_back)
+    return code
 
 
 def main() -> int:

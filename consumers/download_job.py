@@ -12,9 +12,12 @@ import logging
 import time
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
+
 from calls import stats
 from calls.errors import DownloadError, LeaseLost, StorageUnavailable
 from calls.events import Event, add_events
+from consumers import handlers
 from consumers.backoff import backoff_s
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
@@ -31,6 +34,16 @@ class Ending:
 
 
 async def run_download(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
+    log.info("download begins business_id=%s sid=%s token=%s", b, sid, token)
+    try:
+        await _run(ctx, b, sid, token)
+    except RedisError as exc:
+        # Nothing can be recorded without Redis; the lease lapses and the slot script
+        # requeues the call at the head of its queue for whichever worker is alive then.
+        log.warning("download abandoned business_id=%s sid=%s: redis unavailable (%s)", b, sid, exc)
+
+
+async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
     started = time.monotonic()
     ending: Ending | None = None
     keeper = None
@@ -43,23 +56,29 @@ async def run_download(ctx: WorkerContext, b: str, sid: str, token: str) -> None
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             ending = None
         else:
-            # Shutdown: hand the request back at the head of its queue, at once.
-            ending = Ending("retry", "worker stopping", 0)
-            await _finish(ctx, b, sid, token, ending, time.monotonic() - started)
+            # Shutdown: hand the request back at the head of its queue, at once. The slot
+            # is released here rather than through a done event on the stream: this
+            # worker reads no more events, and it may be the last one running.
+            await stats.observe_download(ctx.redis, "retry", time.monotonic() - started)
+            done = Event("done", b, sid, token=token, outcome="retry", reason="worker stopping")
+            await handlers.on_done(ctx, done)
             raise
-    except LeaseLost:
+    except LeaseLost as exc:
+        # Fencing: it outlived its lease (a pause, a partition); the newer holder
+        # publishes and releases, this one does neither.
+        log.warning("LEASE_LOST business_id=%s sid=%s token=%s: %s", b, sid, token, exc)
         ending = None
+    except RedisError:
+        raise
     except StorageUnavailable as exc:
         # Missing bucket, denied access, S3 down: retried like a Twilio failure, so the
         # slot is released either way and a lasting problem ends in a dead letter.
-        ending = await _after_failure(
-            ctx, b, sid, DownloadError(f"storage: {exc.detail}", retryable=True)
-        )
+        storage_error = DownloadError(f"storage: {exc.detail}", retryable=True)
+        ending = await _failure_if_held(ctx, b, sid, token, storage_error)
     except Exception as exc:  # a bug or an unexpected dependency failure: retry it
         log.exception("download crashed business_id=%s sid=%s", b, sid)
-        ending = await _after_failure(
-            ctx, b, sid, DownloadError(f"internal error: {type(exc).__name__}", retryable=True)
-        )
+        error = DownloadError(f"internal error: {type(exc).__name__}", retryable=True)
+        ending = await _failure_if_held(ctx, b, sid, token, error)
     if ending is not None:
         await _finish(ctx, b, sid, token, ending, time.monotonic() - started)
 
@@ -70,12 +89,14 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
         if await ctx.store.stat(sid) is not None:
             return Ending("ready")
         call = await ctx.registry.get(b, sid)
+        if call is not None and call.twilio_recording in ("absent", "failed"):
+            return Ending("none", "no recording at Twilio")
         recording_sid = call.fields.get("rec_sid") if call else None
         if not recording_sid:
             try:
                 recording_sid = await ctx.twilio.find_recording(sid)
             except DownloadError as exc:
-                return await _after_failure(ctx, b, sid, exc)
+                return await _after_failure(ctx, b, sid, token, exc)
             if recording_sid is None:
                 await ctx.registry.mark_no_recording(b, sid)
                 return Ending("none", "no recording at Twilio")
@@ -84,7 +105,7 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
             try:
                 await ctx.twilio.fetch(recording_sid, staged)
             except DownloadError as exc:
-                return await _after_failure(ctx, b, sid, exc)
+                return await _after_failure(ctx, b, sid, token, exc)
             # Fencing: a worker that stalled past its lease must not publish over the
             # work of the one that took the slot over.
             if not await ctx.slots.holds(b, sid, token):
@@ -97,7 +118,23 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
     return Ending("ready")
 
 
-async def _after_failure(ctx: WorkerContext, b: str, sid: str, exc: DownloadError) -> Ending:
+async def _failure_if_held(
+    ctx: WorkerContext, b: str, sid: str, token: str, exc: DownloadError
+) -> Ending | None:
+    try:
+        return await _after_failure(ctx, b, sid, token, exc)
+    except LeaseLost as lost:
+        log.warning("LEASE_LOST business_id=%s sid=%s token=%s: %s", b, sid, token, lost)
+        return None
+
+
+async def _after_failure(
+    ctx: WorkerContext, b: str, sid: str, token: str, exc: DownloadError
+) -> Ending:
+    # Fencing: a worker that outlived its lease (a pause) must not count an attempt,
+    # fail or dead-letter a request that a newer holder is downloading right now.
+    if not await ctx.slots.holds(b, sid, token):
+        raise LeaseLost(f"lease of {sid} lost before its failure was recorded ({exc.detail})")
     attempts = await ctx.registry.note_attempt(b, sid, exc.detail)
     max_attempts = ctx.settings.download_max_attempts
     if exc.retryable and attempts < max_attempts:

@@ -15,6 +15,8 @@ from semaphore.slots import SlotResult
 log = logging.getLogger(__name__)
 
 StartDownload = Callable[[str, str, str], None]
+# Twilio's RecordingStatus words that mean there is no recording to fetch.
+UNAVAILABLE = ("absent", "failed")
 
 
 async def announce(
@@ -83,6 +85,12 @@ async def on_request(
     if stored:
         await ctx.registry.mark_ready(b, sid)
         return
+    call = await ctx.registry.get(b, sid)
+    if call is not None and call.twilio_recording in UNAVAILABLE:
+        # A request that raced Twilio's absent/failed callback (or a requeued dead
+        # letter): there is nothing to fetch, so it takes no slot and asks nothing.
+        log.info("request ignored business_id=%s sid=%s twilio=%s", b, sid, call.twilio_recording)
+        return
     await _index_business(ctx, b)
     result = await ctx.slots.request(b, sid)
     max_slots = ctx.slots.max_slots
@@ -142,4 +150,4 @@ async def on_done(
 async def schedule_retry(ctx: WorkerContext, b: str, sid: str, delay_ms: int) -> None:
     now_s, now_us = await ctx.redis.time()
     due_ms = now_s * 1000 + now_us // 1000 + delay_ms
-    await ctx.redis.zadd(keys.DELAYED, {f"{b}|{sid}": due_ms})
+    await ctx.redis.zadd(keys.DELAYED, {keys.delayed_member(b, sid): due_ms})

@@ -4,7 +4,9 @@
 - stream entries of dead consumers are claimed (XAUTOCLAIM) and handled again, and
   entries delivered too often are dead-lettered;
 - every business with work gets its slots reconciled (dead members requeued, queue and
-  dedup set repaired, free slots filled);
+  dedup set repaired, free slots filled), and calls stuck in queued/processing with
+  nothing left to move them on (a done event handled but its retry never scheduled, a
+  write lost with Redis's last second of AOF) go back to the head of their queue;
 - the event stream is trimmed below the oldest entry still pending.
 
 Every loop is safe to run in every worker at once: the scripts are idempotent.
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 HandleEntry = Callable[[str, Mapping[Any, Any]], Awaitable[None]]
 
 MAX_DELIVERIES = 5
+# Calls checked for being stuck, per business and tick: bounds the Redis work of a tick
+# however many calls wait; a stuck one among more is found on a later tick.
+REPAIR_BATCH = 100
 
 
 async def promote_due_retries(ctx: WorkerContext) -> int:
@@ -49,6 +54,23 @@ async def reconcile_all(ctx: WorkerContext) -> None:
     for b in texts(await ctx.redis.smembers(keys.BUSINESSES)):
         result = await ctx.slots.reconcile(b)
         await announce(ctx, b, result)
+        await repair_stuck(ctx, b)
+
+
+async def repair_stuck(ctx: WorkerContext, b: str) -> int:
+    sids = texts(await ctx.redis.srandmember(keys.pending(b), REPAIR_BATCH) or [])
+    if not sids:
+        return 0
+    delays = await ctx.redis.zmscore(keys.DELAYED, [keys.delayed_member(b, s) for s in sids])
+    # A call waiting out a retry backoff is not stuck: promote_due_retries moves it on.
+    candidates = [sid for sid, due in zip(sids, delays, strict=True) if due is None]
+    if not candidates:
+        return 0
+    result = await ctx.slots.repair(b, candidates)
+    if result.position:
+        log.warning("RECORDING_REPAIRED business_id=%s stuck=%d requeued", b, result.position)
+    await announce(ctx, b, result)
+    return result.position
 
 
 async def claim_stale(ctx: WorkerContext, handle: HandleEntry, min_idle_ms: int) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from calls import keys
 from calls.events import Event
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 
 READ_COUNT = 32
 READ_BLOCK_MS = 1000
+RECONNECT_FIRST_S = 0.1
+RECONNECT_MAX_S = 5.0
+# redis-py's TimeoutError is not the builtin one: a read that timed out (the process was
+# paused, the server stalled) must mean "reconnect", not a crashed worker.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 
 
 class Worker:
@@ -81,23 +87,31 @@ class Worker:
             await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)
 
     async def _read_loop(self) -> None:
-        backoff_s = 0.1
+        backoff_s = RECONNECT_FIRST_S
+        # "0" = this consumer's own pending entries first: after a reconnect, entries it
+        # read but could not finish are handled again at once instead of waiting for
+        # another worker to claim them.
+        next_id = "0"
         while not self.stop.is_set():
             try:
                 reply = await self.ctx.redis.xreadgroup(
                     keys.EVENTS_GROUP,
                     self.ctx.consumer,
-                    {keys.EVENTS: ">"},
+                    {keys.EVENTS: next_id},
                     count=READ_COUNT,
-                    block=READ_BLOCK_MS,
+                    block=None if next_id == "0" else READ_BLOCK_MS,
                 )
-                await self._handle_batch(stream_entries(reply))
-                backoff_s = 0.1
-            except (RedisConnectionError, TimeoutError, OSError) as exc:
+                batch = stream_entries(reply)
+                await self._handle_batch(batch)
+                if next_id == "0" and not batch:
+                    next_id = ">"
+                backoff_s = RECONNECT_FIRST_S
+            except UNREACHABLE as exc:
                 log.warning("redis unreachable (%s); reconnecting in %.1fs", exc, backoff_s)
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, 5.0)
+                await self._sleep_unless_stopped(backoff_s)
+                backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
                 await self._recreate_group_if_lost()
+                next_id = "0"
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     await self._recreate_group_if_lost()
@@ -116,6 +130,25 @@ class Worker:
             if handled:
                 await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, *handled)
 
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stop.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _wait_for_redis(self) -> None:
+        """Create the group, retrying with backoff while Redis is unreachable: a worker
+        started before its Redis (or during a restart) waits instead of exiting."""
+        backoff_s = RECONNECT_FIRST_S
+        while not self.stop.is_set():
+            try:
+                await self.ensure_group()
+                return
+            except UNREACHABLE as exc:
+                log.warning("redis unreachable (%s); retrying in %.1fs", exc, backoff_s)
+                await self._sleep_unless_stopped(backoff_s)
+                backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
+
     async def _recreate_group_if_lost(self) -> None:
         try:
             await self.ensure_group()
@@ -127,8 +160,10 @@ class Worker:
         await maintenance.reconcile_all(self.ctx)
         await maintenance.trim_events(self.ctx)
 
-    async def run(self) -> None:
-        await self.ensure_group()
+    async def run(self) -> int:
+        """Read until :attr:`stop` is set; returns how many downloads were handed back
+        unfinished when the grace period ran out."""
+        await self._wait_for_redis()
         loops = [
             asyncio.create_task(
                 maintenance.run_every(
@@ -147,14 +182,16 @@ class Worker:
         log.info("worker %s reading %s", self.ctx.consumer, keys.EVENTS)
         try:
             await self._read_loop()
+            log.info("stopped reading; %d downloads running", len(self.downloads))
         finally:
             self.stop.set()
             await asyncio.gather(*loops, return_exceptions=True)
-            await self._drain()
+            handed_back = await self._drain()
+        return handed_back
 
-    async def _drain(self) -> None:
+    async def _drain(self) -> int:
         if not self.downloads:
-            return
+            return 0
         log.info("draining %d downloads (grace %.0fs)", len(self.downloads), self.grace_s)
         _done, pending = await asyncio.wait(set(self.downloads), timeout=self.grace_s)
         for task in pending:
@@ -162,3 +199,4 @@ class Worker:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
             log.info("handed back %d downloads", len(pending))
+        return len(pending)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -47,4 +48,6 @@ HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {
     HTTPException: http_error,
     RedisConnectionError: redis_down,
     RedisTimeoutError: redis_down,
+    # A replica promoted mid-failover answers writes with READONLY for a moment.
+    RedisReadOnlyError: redis_down,
 }

@@ -71,14 +71,15 @@ def _timestamp_ms(value: str | None) -> int:
     if value:
         try:
             return int(parsedate_to_datetime(value).timestamp() * 1000)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass
     return int(time.time() * 1000)
 
 
 def _int(params: dict[str, str], name: str) -> int:
     raw = params.get(name, "0") or "0"
-    if not raw.isdigit():
+    # isascii: str.isdigit() also accepts digits int() refuses, such as "²".
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise BadRequest(f"{name} must be a non-negative integer")
     return int(raw)
 
@@ -114,7 +115,7 @@ async def recording_status(request: Request) -> Response:
     if twilio_status not in RECORDING_STATUSES:
         raise BadRequest(f"RecordingStatus must be one of {', '.join(RECORDING_STATUSES)}")
     duration = params.get("RecordingDuration", "")
-    if duration and not duration.isdigit():
+    if duration and not (duration.isascii() and duration.isdigit() and len(duration) <= 9):
         raise BadRequest("RecordingDuration must be a non-negative integer")
     new_state = await state.registry.apply_recording_status(
         b,

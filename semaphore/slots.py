@@ -99,6 +99,12 @@ class Slots:
         """Drop dead members (requeued at the head), repair the queue, promote."""
         return await self._run("reconcile", b)
 
+    async def repair(self, b: str, sids: list[str]) -> SlotResult:
+        """Requeue at the head those of ``sids`` stuck in queued/processing with nothing
+        left to move them on (``position`` of the result = how many). The caller passes
+        only calls without a delayed retry waiting."""
+        return await self._run("repair", b, *sids)
+
     async def renew(self, b: str, sid: str, token: str) -> bool:
         renewed = await self._renew(keys=[keys.inflight(b, sid)], args=[token, self.lease_ms])
         return int(renewed) == 1

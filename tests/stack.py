@@ -109,11 +109,12 @@ class Stack:
         self.web_urls.append(url)
         return url
 
-    def start_worker(self, **extra: str) -> Proc:
+    def start_worker(self, *, wait: bool = True, **extra: str) -> Proc:
         n = sum(1 for p in self.procs if p.name.startswith("worker"))
         proc = self._spawn(f"worker{n}", worker_command(), self.env(**extra))
-        wait_for(lambda: "reading rec_events" in proc.log() or not proc.alive(), "worker start")
-        assert proc.alive(), proc.log()
+        if wait:
+            wait_for(lambda: "reading rec_events" in proc.log() or not proc.alive(), "worker")
+            assert proc.alive(), proc.log()
         return proc
 
     def workers(self) -> list[Proc]:

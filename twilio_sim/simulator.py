@@ -145,6 +145,11 @@ class Simulator:
     def downloads(self, recording_sid: str) -> int:
         return self._state.downloads(recording_sid)
 
+    def completed_downloads(self, recording_sid: str) -> int:
+        """Bodies sent in full (the last byte handed to the server), as a client would
+        have received them unless it died at that very moment."""
+        return self._state.completed_downloads(recording_sid)
+
     def total_downloads(self) -> int:
         return self._state.total_downloads()
 

@@ -54,6 +54,7 @@ class SimState:
         self._tickets: dict[str, Fault | None] = {}
         self._media_requests: Counter[str] = Counter()
         self._downloads: Counter[str] = Counter()
+        self._completed: Counter[str] = Counter()
         self._inflight: Counter[str] = Counter()
         self._max_inflight: Counter[str] = Counter()
         self._order: dict[str, list[str]] = {}
@@ -109,6 +110,10 @@ class SimState:
             self._downloads[rec.recording_sid] += 1
             self._order.setdefault(rec.business_id, []).append(rec.call_sid)
 
+    def download_completed(self, rec: SimRecording) -> None:
+        with self._lock:
+            self._completed[rec.recording_sid] += 1
+
     @contextmanager
     def in_flight(self, business_id: str) -> Iterator[Slot]:
         with self._lock:
@@ -128,6 +133,10 @@ class SimState:
     def downloads(self, recording_sid: str) -> int:
         with self._lock:
             return self._downloads[recording_sid]
+
+    def completed_downloads(self, recording_sid: str) -> int:
+        with self._lock:
+            return self._completed[recording_sid]
 
     def total_downloads(self) -> int:
         with self._lock:
@@ -161,6 +170,7 @@ class SimState:
         with self._lock:
             self._media_requests.clear()
             self._downloads.clear()
+            self._completed.clear()
             self._order.clear()
             self._first_request_at.clear()
             self._listing_requests = 0

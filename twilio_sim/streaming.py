@@ -107,6 +107,8 @@ async def send_media(
             slot.release()
         if end > pos or last:
             await send({"type": "http.response.body", "body": piece, "more_body": not last})
+        if last:
+            state.download_completed(rec)
         pos = end
         if pos >= limit:
             return cut

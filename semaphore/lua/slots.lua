@@ -12,12 +12,16 @@ Key layout (all share the hash tag {b}, so one business is one cluster slot):
   KEYS[4] rec_queued_at:{b}    HASH  sid -> enqueue time in ms
   KEYS[5] rec_fence:{b}        STRING INCR counter; each admission's fencing token
   KEYS[6] rec_status:{b}       STREAM status changes for SSE (MAXLEN ~ 1000)
+  KEYS[7] rec_pending:{b}      SET   calls whose state this script last set to queued or
+                                     processing: where the repair op looks for stuck ones
+                                     (a superset: members in another state are dropped
+                                     lazily by repair)
   derived (same hash tag, so the same cluster slot):
     ARGV[3] .. sid  = rec_inflight:{b}:<sid>  STRING lease, value = fencing token, PX lease_ms
     ARGV[4] .. sid  = rec_call:{b}:<sid>      HASH   field "state" is the recording's status
 
 ARGV (common):
-  ARGV[1] op            "request" | "release" | "requeue" | "reconcile"
+  ARGV[1] op            "request" | "release" | "requeue" | "reconcile" | "repair"
   ARGV[2] max_slots
   ARGV[3] inflight key prefix   ("rec_inflight:{b}:")
   ARGV[4] call key prefix       ("rec_call:{b}:")
@@ -28,6 +32,11 @@ ARGV (per op):
   release   ARGV[7] sid, ARGV[8] token, ARGV[9] outcome ("ready"|"failed"|"retry"|"none")
   requeue   ARGV[7] sid            (a retry whose backoff ran out: back in at the head)
   reconcile (none)
+  repair    ARGV[7..] sids to check: candidates from KEYS[7] that the caller found
+            without a delayed retry waiting (rec_delayed is global, so outside this
+            script's hash slot). A call left 'processing' without a slot, or 'queued'
+            without a queue entry, for longer than lease_ms goes back to the head of
+            the queue: the event that would have moved it on was lost.
 
 Returns a flat array:
   { verdict, active, queue_len, position, released, n_promoted, sid1, token1, ...,
@@ -35,8 +44,9 @@ Returns a flat array:
   verdict  request: "admitted" (sid took a slot now), "queued" (sid waits), "active"
            (sid already holds a live slot), "waiting" (sid was already queued).
            Callers check storage first: the script cannot see files.
-           release/requeue/reconcile: "ok"
-  position 1-based place of sid in the queue, 0 when not queued
+           release/requeue/reconcile/repair: "ok"
+  position 1-based place of sid in the queue, 0 when not queued; for repair, the
+           number of stuck calls requeued
   released 1 when this call freed sid's slot (release is idempotent: a second call, or
            one with a stale token, frees nothing and returns 0)
   promoted (sid, token) pairs that took a slot during this call, in FIFO order; the
@@ -46,6 +56,7 @@ Returns a flat array:
 ]]
 
 local slots, queue, queued, queued_at, fence, status = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local pending = KEYS[7]
 local op = ARGV[1]
 local max_slots = tonumber(ARGV[2])
 local lease_prefix, call_prefix = ARGV[3], ARGV[4]
@@ -55,7 +66,12 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local function set_state(sid, state, position)
-  redis.call('HSET', call_prefix .. sid, 'state', state)
+  redis.call('HSET', call_prefix .. sid, 'state', state, 'state_ms', now_ms)
+  if state == 'queued' or state == 'processing' then
+    redis.call('SADD', pending, sid)
+  else
+    redis.call('SREM', pending, sid)
+  end
   redis.call('XADD', status, 'MAXLEN', '~', '1000', '*',
     'sid', sid, 'status', state, 'position', tostring(position or ''))
 end
@@ -176,6 +192,32 @@ elseif op == 'reconcile' then
   end
   prune()
   promote()
+elseif op == 'repair' then
+  local repaired = 0
+  for i = 7, #ARGV do
+    local s = ARGV[i]
+    local state = redis.call('HGET', call_prefix .. s, 'state')
+    if state ~= 'queued' and state ~= 'processing' then
+      redis.call('SREM', pending, s)
+    else
+      -- Leave transitions in progress alone (a release whose retry is being scheduled).
+      local since = tonumber(redis.call('HGET', call_prefix .. s, 'state_ms') or '0') or 0
+      local in_slots = redis.call('SISMEMBER', slots, s) == 1
+      local in_queue = redis.call('SISMEMBER', queued, s) == 1
+      if now_ms - since > lease_ms and not in_slots and not in_queue then
+        push_head(s)
+        repaired = repaired + 1
+      end
+    end
+  end
+  prune()
+  promote()
+  local out = { 'ok', redis.call('SCARD', slots), redis.call('LLEN', queue), repaired, 0,
+    #promoted / 2 }
+  for _, v in ipairs(promoted) do out[#out + 1] = v end
+  out[#out + 1] = #dropped
+  for _, v in ipairs(dropped) do out[#out + 1] = v end
+  return out
 else
   return redis.error_reply('unknown op ' .. tostring(op))
 end
