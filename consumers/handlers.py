@@ -9,7 +9,7 @@ from collections.abc import Callable
 from calls import keys
 from calls.errors import StorageUnavailable
 from calls.events import Event, publish
-from consumers.context import WorkerContext
+from consumers.context import INDEXED_BUSINESSES_MAX, WorkerContext
 from semaphore.slots import SlotResult
 
 log = logging.getLogger(__name__)
@@ -55,19 +55,15 @@ async def announce(
         )
 
 
-# Businesses this process has already added to keys.BUSINESSES (the reconciler's index,
-# which only ever grows): one SADD per business per process instead of one per request.
-_indexed_businesses: set[str] = set()
-_INDEXED_MAX = 100_000
-
-
 async def _index_business(ctx: WorkerContext, b: str) -> None:
-    if b in _indexed_businesses:
+    # The reconciler's index only ever grows: one SADD per business per process, not
+    # one per request.
+    if b in ctx.indexed_businesses:
         return
     await ctx.redis.sadd(keys.BUSINESSES, b)
-    if len(_indexed_businesses) >= _INDEXED_MAX:
-        _indexed_businesses.clear()
-    _indexed_businesses.add(b)
+    if len(ctx.indexed_businesses) >= INDEXED_BUSINESSES_MAX:
+        ctx.indexed_businesses.clear()
+    ctx.indexed_businesses.add(b)
 
 
 async def on_request(
