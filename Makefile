@@ -34,6 +34,12 @@ chaos: install
 lint: install
 	$(BIN)/ruff check --no-cache .
 
+## Speed, measured: callrec against nginx and a bare Starlette FileResponse, the download
+## pipeline, fairness and memory (installs nginx and wrk when missing; about 5 minutes).
+bench: install
+	bench/install-tools.sh
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 typecheck: install
 	$(BIN)/mypy
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from calls import keys
 from calls.redis_values import text_map
@@ -59,15 +60,20 @@ class Event:
         )
 
 
-async def publish(redis: Redis, *events: Event) -> None:
+def add_events(pipe: Pipeline, *events: Event) -> None:
+    """Queue ``events`` on ``pipe``, for callers that batch them with other commands."""
     # No MAXLEN here: trimming could drop entries nobody has acknowledged yet; the
     # worker's reconciler trims below the oldest pending entry instead.
+    for event in events:
+        pipe.xadd(keys.EVENTS, event.fields())  # type: ignore[arg-type]
+
+
+async def publish(redis: Redis, *events: Event) -> None:
     if len(events) == 1:
         await redis.xadd(keys.EVENTS, events[0].fields())  # type: ignore[arg-type]
         return
     async with redis.pipeline(transaction=False) as pipe:
-        for event in events:
-            pipe.xadd(keys.EVENTS, event.fields())  # type: ignore[arg-type]
+        add_events(pipe, *events)
         await pipe.execute()
 
 

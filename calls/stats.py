@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from calls.keys import STATS
 from calls.redis_values import text_map
@@ -48,17 +49,24 @@ async def count(redis: Redis, field: str, by: int = 1) -> None:
     await redis.hincrby(STATS, field, by)
 
 
+def add_download_observation(
+    pipe: Pipeline, outcome: str, seconds: float, size_bytes: int | None = None
+) -> None:
+    """Queue the counters of one finished download attempt on ``pipe`` (the caller
+    executes it); ``size_bytes`` when it stored a file from Twilio."""
+    pipe.hincrby(STATS, download_field(outcome), 1)
+    pipe.hincrby(STATS, bucket_field(SECONDS_PREFIX, DOWNLOAD_BUCKETS_S, seconds), 1)
+    pipe.hincrbyfloat(STATS, f"{SECONDS_PREFIX}:sum", seconds)
+    if size_bytes is not None:
+        pipe.hincrby(STATS, bucket_field(BYTES_PREFIX, DOWNLOAD_BUCKETS_BYTES, size_bytes), 1)
+        pipe.hincrby(STATS, f"{BYTES_PREFIX}:sum", size_bytes)
+
+
 async def observe_download(
     redis: Redis, outcome: str, seconds: float, size_bytes: int | None = None
 ) -> None:
-    """One download attempt ended; ``size_bytes`` when it stored a file from Twilio."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hincrby(STATS, download_field(outcome), 1)
-        pipe.hincrby(STATS, bucket_field(SECONDS_PREFIX, DOWNLOAD_BUCKETS_S, seconds), 1)
-        pipe.hincrbyfloat(STATS, f"{SECONDS_PREFIX}:sum", seconds)
-        if size_bytes is not None:
-            pipe.hincrby(STATS, bucket_field(BYTES_PREFIX, DOWNLOAD_BUCKETS_BYTES, size_bytes), 1)
-            pipe.hincrby(STATS, f"{BYTES_PREFIX}:sum", size_bytes)
+        add_download_observation(pipe, outcome, seconds, size_bytes)
         await pipe.execute()
 
 

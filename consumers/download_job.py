@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from calls import stats
 from calls.errors import DownloadError, LeaseLost, StorageUnavailable
-from calls.events import Event, publish
+from calls.events import Event, add_events
 from consumers import handlers
 from consumers.backoff import backoff_s
 from consumers.context import WorkerContext
@@ -112,7 +112,10 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
             if not await ctx.slots.holds(b, sid, token):
                 raise LeaseLost(f"lease of {sid} lost before publishing")
             await ctx.store.publish(staged)
-    await ctx.registry.reset_attempts(b, sid)
+    if call is None or "attempts" in call.fields or "reason" in call.fields:
+        # Only a call that failed before has anything to reset (we hold its lock, so no
+        # other download wrote attempts since we read the call).
+        await ctx.registry.reset_attempts(b, sid)
     return Ending("ready", size_bytes=size_bytes)
 
 
@@ -166,17 +169,18 @@ async def _finish(
     ctx: WorkerContext, b: str, sid: str, token: str, ending: Ending, seconds: float
 ) -> None:
     metric = {"ready": "ok", "retry": "retry", "failed": "failed"}.get(ending.outcome)
-    if metric:
-        await stats.observe_download(ctx.redis, metric, seconds, ending.size_bytes)
-    await publish(
-        ctx.redis,
-        Event(
-            "done",
-            b,
-            sid,
-            token=token,
-            outcome=ending.outcome,
-            reason=ending.reason,
-            delay_ms=ending.delay_ms,
-        ),
+    done = Event(
+        "done",
+        b,
+        sid,
+        token=token,
+        outcome=ending.outcome,
+        reason=ending.reason,
+        delay_ms=ending.delay_ms,
     )
+    # One round trip, in order: the counters, then the event that frees the slot.
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        if metric:
+            stats.add_download_observation(pipe, metric, seconds, ending.size_bytes)
+        add_events(pipe, done)
+        await pipe.execute()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from redis.asyncio import Redis
 
@@ -15,11 +17,19 @@ from consumers.worker import Worker
 from semaphore import Slots
 from storage.factory import open_store
 
+FILE_THREADS = 32
+
 
 async def build_worker(
     settings: Settings, consumer: str
 ) -> tuple[Worker, Callable[[], Awaitable[None]]]:
     assert settings.redis_url and settings.twilio.account_sid and settings.twilio.auth_token
+    # Every download spends a thread on its fsyncs; with asyncio's default pool (cores + 4)
+    # a few slow fsyncs queue every other file operation (the stream handler's stat, too)
+    # behind them. Concurrent fsyncs also share the filesystem's journal commits.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=FILE_THREADS, thread_name_prefix="files")
+    )
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
 
     async def count_twilio_response(status: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -67,9 +67,10 @@ class Worker:
         self.downloads.add(task)
         task.add_done_callback(self.downloads.discard)
 
-    async def handle(self, entry_id: str, fields: Mapping[Any, Any]) -> None:
-        """Handle one entry and acknowledge it. A Redis error leaves it pending, so it is
-        claimed again later; an entry that is not an event is dead-lettered."""
+    async def handle(self, entry_id: str, fields: Mapping[Any, Any], *, ack: bool = True) -> None:
+        """Handle one entry and acknowledge it (unless the caller acknowledges a batch). A
+        Redis error leaves it pending, so it is claimed again later; an entry that is not
+        an event is dead-lettered."""
         try:
             event = Event.parse(fields)
         except ValueError as exc:
@@ -77,12 +78,13 @@ class Worker:
             await dead_letter(self.ctx.redis, "", "", reason=str(exc), attempts=1, kind="stream")
         else:
             if event.kind == "request":
-                await handlers.on_request(self.ctx, event)
+                await handlers.on_request(self.ctx, event, self.start_download)
             elif event.kind == "start":
                 await handlers.on_start(self.ctx, event, self.start_download)
             else:
-                await handlers.on_done(self.ctx, event)
-        await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)
+                await handlers.on_done(self.ctx, event, self.start_download)
+        if ack:
+            await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)
 
     async def _read_loop(self) -> None:
         backoff_s = RECONNECT_FIRST_S
@@ -100,8 +102,7 @@ class Worker:
                     block=None if next_id == "0" else READ_BLOCK_MS,
                 )
                 batch = stream_entries(reply)
-                for entry_id, fields in batch:
-                    await self.handle(entry_id, fields)
+                await self._handle_batch(batch)
                 if next_id == "0" and not batch:
                     next_id = ">"
                 backoff_s = RECONNECT_FIRST_S
@@ -116,6 +117,18 @@ class Worker:
                     await self._recreate_group_if_lost()
                 else:
                     raise
+
+    async def _handle_batch(self, entries: Iterable[tuple[str, Mapping[Any, Any]]]) -> None:
+        # One XACK for everything handled, even when a later entry fails: what was done is
+        # acknowledged, the rest stays pending and is claimed again.
+        handled: list[str] = []
+        try:
+            for entry_id, fields in entries:
+                await self.handle(entry_id, fields, ack=False)
+                handled.append(entry_id)
+        finally:
+            if handled:
+                await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, *handled)
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         try:

@@ -6,6 +6,7 @@ headers). Every failure is the same 401 with a reason; the token itself is never
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jwt
@@ -33,12 +34,15 @@ def token_from(request: Request) -> str | None:
     return request.query_params.get("token")
 
 
-def business_of(request: Request, secret: str) -> str:
-    token = token_from(request)
-    if not token:
-        raise Unauthorized("missing token (Authorization: Bearer, or ?token=)")
-    if len(token) > MAX_TOKEN_BYTES:
-        raise Unauthorized("token too long")
+@functools.lru_cache(maxsize=1024)
+def _verified(token: str, secret: str) -> tuple[str, int]:
+    """(business_id, exp) of a token whose signature and claims check out; raises otherwise.
+
+    Cached: a player fetches one recording in many Range requests with the same token, and
+    verifying the signature was most of a cached play's CPU. Only successes are cached (an
+    exception is never stored), and a cached token is only as good as its ``exp``, which
+    the caller checks on every use; everything else verified here cannot change with time.
+    """
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "business_id"]}
@@ -50,4 +54,17 @@ def business_of(request: Request, secret: str) -> str:
     business_id = claims.get("business_id")
     if not isinstance(business_id, str) or not BUSINESS_ID.fullmatch(business_id):
         raise Unauthorized("token's business_id claim must be a string id")
+    return business_id, int(claims["exp"])
+
+
+def business_of(request: Request, secret: str) -> str:
+    token = token_from(request)
+    if not token:
+        raise Unauthorized("missing token (Authorization: Bearer, or ?token=)")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise Unauthorized("token too long")
+    business_id, exp = _verified(token, secret)
+    # PyJWT's own rule (no leeway): expired once exp <= now.
+    if exp <= time.time():
+        raise Unauthorized("token expired")
     return business_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,10 +71,16 @@ class Fault:
         return self.kind in ("not_found", "too_many", "server_error")
 
 
+# Above this size a body is generated block by block as it is sent, never held whole: a
+# 500 MB recording must not cost the simulator (or the bench process hosting it) 500 MB.
+STREAMED_ABOVE_BYTES = 8 * 1024 * 1024
+_BLOCK_BYTES = 1024 * 1024
+
+
 @functools.lru_cache(maxsize=64)
-def media_bytes(rec: SimRecording) -> bytes:
-    """The exact body served for `rec`: a playable MP3 (ID3 tag, then silent frames) that
-    never repeats, so a misplaced byte range cannot pass."""
+def _small_media_bytes(rec: SimRecording) -> bytes:
+    """A playable MP3 (ID3 tag, then silent frames) that never repeats: browsers can
+    play what the page fetches. Large bodies stay random blocks, generated as sent."""
     rng = random.Random(hashlib.sha256(rec.recording_sid.encode()).digest())
     frames, padding = divmod(rec.size_bytes - len(_ID3_HEADER), _FRAME_BYTES)
     if frames < 1:
@@ -87,6 +94,45 @@ def media_bytes(rec: SimRecording) -> bytes:
     for _ in range(frames):
         parts += [_FRAME_HEADER, _SIDE_INFO, rng.randbytes(ancillary)]
     return b"".join(parts)
+
+
+def _large_media_blocks(rec: SimRecording) -> Iterator[bytes]:
+    seed = hashlib.sha256(rec.recording_sid.encode()).digest()
+    yield _ID3_HEADER
+    remaining = rec.size_bytes - len(_ID3_HEADER)
+    block = 0
+    while remaining > 0:
+        n = min(_BLOCK_BYTES, remaining)
+        yield random.Random(seed + block.to_bytes(8, "big")).randbytes(n)
+        remaining -= n
+        block += 1
+
+
+def media_chunks(rec: SimRecording, chunk_size: int) -> Iterator[bytes]:
+    """The body of `rec` in pieces of at most `chunk_size` bytes, generated as consumed."""
+    if rec.size_bytes <= STREAMED_ABOVE_BYTES:
+        data = memoryview(_small_media_bytes(rec))
+        for pos in range(0, len(data), chunk_size):
+            yield bytes(data[pos : pos + chunk_size])
+        return
+    carry = b""
+    for block in _large_media_blocks(rec):
+        buf = carry + block if carry else block
+        view = memoryview(buf)
+        pos = 0
+        while len(buf) - pos >= chunk_size:
+            yield bytes(view[pos : pos + chunk_size])
+            pos += chunk_size
+        carry = bytes(view[pos:])
+    if carry:
+        yield carry
+
+
+def media_bytes(rec: SimRecording) -> bytes:
+    """The exact body served for `rec`; non-repeating, so a misplaced byte range cannot pass."""
+    if rec.size_bytes <= STREAMED_ABOVE_BYTES:
+        return _small_media_bytes(rec)
+    return b"".join(_large_media_blocks(rec))
 
 
 def _sid(prefix: str, *parts: str) -> str:

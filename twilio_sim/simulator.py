@@ -177,6 +177,10 @@ class Simulator:
     def listing_requests(self) -> int:
         return self._state.listing_requests()
 
+    def first_media_request_times(self) -> dict[str, float]:
+        """call_sid -> ``time.monotonic()`` of its first media request (this process's clock)."""
+        return self._state.first_media_request_times()
+
     def reset_counters(self) -> None:
         self._state.reset_counters()
 

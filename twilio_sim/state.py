@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,6 +64,8 @@ class SimState:
         self._listing_requests = 0
         self._held: deque[int] = deque()
         self._hold_tickets = 0
+        # time.monotonic() of each call's first media request: bench measures queueing delay.
+        self._first_request_at: dict[str, float] = {}
 
     def add(self, rec: SimRecording) -> None:
         with self._lock:
@@ -91,6 +94,8 @@ class SimState:
         with self._lock:
             self._media_requests[recording_sid] += 1
             rec = self._recordings.get(recording_sid)
+            if rec is not None:
+                self._first_request_at.setdefault(rec.call_sid, time.monotonic())
             queue = self._faults.get(recording_sid)
             fault = queue.popleft() if rec is not None and queue else None
             return rec, fault
@@ -177,6 +182,10 @@ class SimState:
         with self._lock:
             return list(self._order.get(business_id, []))
 
+    def first_media_request_times(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._first_request_at)
+
     def listing_requests(self) -> int:
         with self._lock:
             return self._listing_requests
@@ -187,6 +196,7 @@ class SimState:
             self._downloads.clear()
             self._completed.clear()
             self._order.clear()
+            self._first_request_at.clear()
             self._listing_requests = 0
             # Requests still running keep counting; the high-water mark restarts from them.
             self._max_inflight = Counter({b: n for b, n in self._inflight.items() if n > 0})

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 from starlette.types import Receive, Send
 
-from twilio_sim.models import Fault, SimRecording, media_bytes
+from twilio_sim.models import Fault, SimRecording, media_chunks
 from twilio_sim.state import MediaSettings, SimState, Slot
 
 logger = logging.getLogger(__name__)
@@ -79,9 +79,9 @@ async def send_media(
     slot: Slot,
 ) -> bool:
     """Stream the body; returns True when a cut-off fault wants the connection dropped."""
-    data = media_bytes(rec)
-    cut = fault is not None and fault.kind == "cut_off" and fault.after_bytes < len(data)
-    limit = fault.after_bytes if cut and fault is not None else len(data)
+    size = rec.size_bytes
+    cut = fault is not None and fault.kind == "cut_off" and fault.after_bytes < size
+    limit = fault.after_bytes if cut and fault is not None else size
     state.download_started(rec)
     await send(
         {
@@ -89,25 +89,24 @@ async def send_media(
             "status": 200,
             "headers": [
                 (b"content-type", b"audio/mpeg"),
-                (b"content-length", str(len(data)).encode()),
+                (b"content-length", str(size).encode()),
             ],
         }
     )
     if fault is not None and fault.kind == "stall":
         await anyio.sleep(fault.seconds)
-    view = memoryview(data)
+    chunks = media_chunks(rec, max(settings.chunk_size, 1))
     pos = 0
     while True:
-        end = min(pos + max(settings.chunk_size, 1), limit)
         if pos and settings.chunk_delay_s:
             await anyio.sleep(settings.chunk_delay_s)
-        last = end == len(data)
+        piece = next(chunks, b"")[: limit - pos]
+        end = pos + len(piece)
+        last = end == size
         if last:
             slot.release()
         if end > pos or last:
-            await send(
-                {"type": "http.response.body", "body": bytes(view[pos:end]), "more_body": not last}
-            )
+            await send({"type": "http.response.body", "body": piece, "more_body": not last})
         if last:
             state.download_completed(rec)
         pos = end
