@@ -157,6 +157,14 @@ def test_every_fault_mode_is_retried_or_failed_and_frees_the_slot(
     assert re.search(r"^exhaust\s+0/1\s+0\s+-$", status.stdout, re.M), status.stdout
     assert re.search(r"dead letters: 1\b", status.stdout), status.stdout
 
+    # A person pressing play on a failed recording asks again with a full set of
+    # attempts: two more 500s are retried through, not failed at once on the old count.
+    fatal_first = pairs["fatal"][0]
+    sim.set_faults(fatal_first.recording_sid, [Fault.server_error(), Fault.server_error()])
+    assert play(web, "fatal", fatal_sid).status_code == 202
+    wait_for(lambda: status_of(web, "fatal", fatal_sid) == "ready", "a failed recording replayed")
+    assert sim.media_requests(fatal_first.recording_sid) == 1 + MAX_ATTEMPTS
+
     # A 302 to the CDN (another origin) is followed without Twilio's credentials: the
     # CDN refuses any request carrying them (403, not retryable), so a stored file
     # proves they stayed behind. A body fault there is retried like any other.

@@ -159,6 +159,11 @@ if op == 'request' then
     verdict = 'waiting'
   else
     prune()
+    -- A fresh request for a recording that failed (attempts used up, or expired in the
+    -- queue) is a person asking again: it gets a full set of attempts.
+    if redis.call('HGET', call_prefix .. sid, 'state') == 'failed' then
+      redis.call('HDEL', call_prefix .. sid, 'attempts', 'reason')
+    end
     redis.call('RPUSH', queue, sid)
     redis.call('SADD', queued, sid)
     redis.call('HSET', queued_at, sid, now_ms)
