@@ -22,6 +22,7 @@ dev-s3: install
 
 ## The test suite (what CI runs): lint, types, then pytest against real Redis and HTTP.
 test: install
+	tests/install-browser.sh
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
