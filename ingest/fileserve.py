@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ingest.ranges import ByteRange, RangeNotSatisfiable, parse_range
+from storage.base import StoredRecording
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -361,5 +362,20 @@ def serve_file(
         byte_range=selected,
         media_type=media_type,
         method=request.method,
+        filename=filename,
+    )
+
+
+def serve_stored_file(
+    request: Request, stored: StoredRecording, *, filename: str | None
+) -> Response:
+    """``serve_file`` for a recording with a local copy (``stored.path`` set)."""
+    assert stored.path is not None
+    return serve_file(
+        request,
+        stored.path,
+        size=stored.size,
+        etag=stored.etag,
+        last_modified=stored.mtime,
         filename=filename,
     )

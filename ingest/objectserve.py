@@ -13,7 +13,12 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from calls.errors import Unavailable
-from ingest.fileserve import DEFAULT_CHUNK_SIZE, content_disposition, select_range, serve_file
+from ingest.fileserve import (
+    DEFAULT_CHUNK_SIZE,
+    content_disposition,
+    select_range,
+    serve_stored_file,
+)
 from storage import StoredRecording
 from storage.cache import Pin
 from storage.s3 import S3Store
@@ -50,14 +55,7 @@ async def serve_cached(
     pin = await store.cache.pin(stored.call_sid)
     if pin is None:
         return None
-    inner = serve_file(
-        request,
-        stored.path,
-        size=stored.size,
-        etag=stored.etag,
-        last_modified=stored.mtime,
-        filename=filename,
-    )
+    inner = serve_stored_file(request, stored, filename=filename)
     return PinnedResponse(inner, pin)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ingest.fileserve import serve_file
+from ingest.fileserve import serve_stored_file
 from ingest.state import AppState
 from storage import StoredRecording
 
@@ -32,11 +32,4 @@ async def serve_stored(
         if filename:
             headers["Content-Disposition"] = f'attachment; filename="{filename}"'
         return Response(status_code=200, headers=headers, media_type="audio/mpeg")
-    return serve_file(
-        request,
-        stored.path,
-        size=stored.size,
-        etag=stored.etag,
-        last_modified=stored.mtime,
-        filename=filename,
-    )
+    return serve_stored_file(request, stored, filename=filename)

@@ -4,11 +4,12 @@ simulator on loopback, and factories for real web and worker processes."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from callrec.embedded_redis import EmbeddedRedis
 from tests.stack import Stack
@@ -30,6 +31,14 @@ def redis_url(redis_server_url: str) -> Iterator[str]:
     client.flushall()
     client.close()
     yield redis_server_url
+
+
+@pytest.fixture(name="redis")
+async def async_redis(redis_url: str) -> AsyncIterator[AsyncRedis]:
+    """An asyncio client on the freshly flushed test server."""
+    client = AsyncRedis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from redis.asyncio import Redis
 
 from calls import keys
@@ -17,13 +14,6 @@ POSITION_BOUND = 50  # documented in semaphore/lua/slots.lua
 
 def sid(n: int) -> str:
     return f"CA{n:032x}"
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def status_events(redis: Redis, after: str = "-") -> list[tuple[str, str, str, str]]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
 from calls import keys
@@ -16,13 +14,6 @@ B = "biz1"
 
 def sid(n: int) -> str:
     return f"CA{n:032x}"
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def make_slots(redis: Redis, *, lease_ms: int = 60_000, queued_ttl_ms: int = 60_000) -> Slots:
