@@ -3,6 +3,7 @@ playing them through the real HTTP API."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -63,3 +64,24 @@ def play_until_stored(web: str, business: str, sid: str, timeout_s: float = 60) 
 
     wait_for(stored, f"{sid} to be stored", timeout_s)
     return answer[0]
+
+
+def click_together(webs: list[str], business: str, sid: str, clicks: int) -> list[int]:
+    """``clicks`` plays of one call released at the same instant from as many threads,
+    spread over ``webs``; returns the status codes."""
+    statuses: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clicks)
+
+    def click(i: int) -> None:
+        barrier.wait()
+        r = play(webs[i % len(webs)], business, sid)
+        with lock:
+            statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=click, args=(i,)) for i in range(clicks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,3 +144,49 @@ def token(business: str, ttl_s: int = 3600) -> str:
 
 def auth(business: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(business)}"}
+
+
+@dataclass
+class DevRun:
+    """A running ``callrec dev`` and what it printed on start."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    base_url: str
+    token: str
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        self.popen.send_signal(signal.SIGINT)
+        return self.popen.wait(timeout=60)
+
+
+def start_dev(cwd: Path, *args: str) -> DevRun:
+    """``callrec dev`` as a new user runs it: no Redis, Twilio or S3 settings given."""
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REDIS_", "TWILIO_", "CALLREC_", "S3_", "STORAGE", "AWS_"))
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    log_path = cwd / "dev.log"
+    with log_path.open("wb") as out:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "callrec.cli", "dev", "--port", str(port), *args],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_for(
+        lambda: "callrec is running" in log_path.read_text() or popen.poll() is not None, "dev"
+    )
+    text = log_path.read_text()
+    match = re.search(rf"http://127\.0\.0\.1:{port}/\?token=(\S+)", text)
+    if popen.poll() is not None or not match:
+        popen.kill()
+        raise AssertionError(f"callrec dev did not start:\n{text}")
+    return DevRun(popen, log_path, f"http://127.0.0.1:{port}", match.group(1))

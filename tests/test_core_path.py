@@ -5,13 +5,12 @@ Range answers from storage."""
 from __future__ import annotations
 
 import re
-import threading
 
 import httpx
 import redis
 
 from calls import keys
-from tests.helpers import call_sid, play, play_until_stored, register
+from tests.helpers import call_sid, click_together, play, play_until_stored, register
 from tests.stack import Stack, auth, wait_for
 from twilio_sim import Simulator, media_bytes
 
@@ -69,21 +68,7 @@ def test_thirty_concurrent_plays_across_two_webs_and_two_workers_download_once(
     stack.start_worker()
     rec = register(sim, webs[0], B, 1)
     sim.latency_s = 0.5
-    statuses: list[int] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(30)
-
-    def click(i: int) -> None:
-        barrier.wait()
-        r = play(webs[i % 2], B, rec.call_sid)
-        with lock:
-            statuses.append(r.status_code)
-
-    threads = [threading.Thread(target=click, args=(i,)) for i in range(30)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    statuses = click_together(webs, B, rec.call_sid, 30)
     assert set(statuses) <= {200, 202} and len(statuses) == 30
     for web in webs:
         assert play_until_stored(web, B, rec.call_sid).content == media_bytes(rec)

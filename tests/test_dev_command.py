@@ -4,56 +4,31 @@ embedded Redis, the simulator with demo calls, web and worker."""
 from __future__ import annotations
 
 import os
-import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
-from callrec.embedded_redis import free_port
-from tests.stack import ROOT, wait_for
+from tests.stack import ROOT, start_dev, wait_for
 
 
 def test_callrec_dev_serves_demo_calls_and_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CALLREC_JWT_SECRET")
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    log = tmp_path / "dev.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "callrec.cli", "dev", "--port", str(port), "--demo-calls", "3"],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    dev = start_dev(tmp_path, "--demo-calls", "3")
     try:
-        wait_for(lambda: "callrec is running" in log.read_text() or proc.poll() is not None, "dev")
-        text = log.read_text()
-        assert proc.poll() is None, text
-        match = re.search(rf"http://127\.0\.0\.1:{port}/\?token=(\S+)", text)
-        assert match, text
-        token = match.group(1)
-        base = f"http://127.0.0.1:{port}"
-        calls = httpx.get(f"{base}/api/calls", params={"token": token}).json()["calls"]
+        params = {"token": dev.token}
+        calls = httpx.get(f"{dev.base_url}/api/calls", params=params).json()["calls"]
         assert len(calls) == 3
-        sid = calls[0]["call_sid"]
+        url = f"{dev.base_url}/api/calls/{calls[0]['call_sid']}/recording"
 
         def playable() -> bool:
-            r = httpx.get(f"{base}/api/calls/{sid}/recording", params={"token": token})
+            r = httpx.get(url, params=params)
             return r.status_code == 200 and r.content.startswith(b"ID3")
 
         wait_for(playable, "a demo recording to play")
         assert list((tmp_path / ".callrec-dev" / "recordings").glob("CA*.mp3"))
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0, log.read_text()
+        assert dev.stop() == 0, dev.output()
 
 
 def test_procfile_runs_what_the_contract_names() -> None:

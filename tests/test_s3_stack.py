@@ -4,7 +4,6 @@ hosts that share no disk."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import httpx
@@ -13,7 +12,7 @@ import redis
 
 from callrec.local_s3 import LocalS3
 from calls import keys
-from tests.helpers import play, register
+from tests.helpers import click_together, play, register
 from tests.stack import Stack, auth, wait_for
 from twilio_sim import Simulator, media_bytes
 
@@ -135,21 +134,7 @@ def test_two_workers_with_separate_caches_download_once_and_both_webs_serve(
     ]
     rec = register(sim, webs[0], B, 7)
     sim.latency_s = 0.5
-    statuses: list[int] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(20)
-
-    def click(i: int) -> None:
-        barrier.wait()
-        r = play(webs[i % 2], B, rec.call_sid)
-        with lock:
-            statuses.append(r.status_code)
-
-    threads = [threading.Thread(target=click, args=(i,)) for i in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    statuses = click_together(webs, B, rec.call_sid, 20)
     assert set(statuses) <= {200, 202, 302} and len(statuses) == 20
     data = media_bytes(rec)
     redirected = play_until_served(webs[0], B, rec.call_sid)
