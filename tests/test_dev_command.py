@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import jwt
 
-from tests.stack import ROOT, start_dev, wait_for
+from tests.stack import JWT_SECRET, ROOT, start_dev, wait_for
 
 
 def test_callrec_dev_serves_demo_calls_and_stops_cleanly(tmp_path: Path) -> None:
@@ -51,3 +53,25 @@ def test_a_missing_required_variable_stops_the_worker_with_one_line(tmp_path: Pa
     assert done.stderr.strip().splitlines() == [
         "callrec worker: missing required environment variable REDIS_URL"
     ]
+
+
+def test_callrec_token_prints_a_token_for_the_business() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLREC_JWT_SECRET": JWT_SECRET}
+    done = subprocess.run(
+        [sys.executable, "-m", "callrec.cli", "token", "--business", "123", "--ttl", "3600"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    claims = jwt.decode(done.stdout.strip(), JWT_SECRET, algorithms=["HS256"])
+    assert claims["business_id"] == "123"
+    ttl_s = claims["exp"] - int(time.time())
+    assert ttl_s in range(3500, 3601), ttl_s
+    del env["CALLREC_JWT_SECRET"]
+    missing = subprocess.run(
+        [sys.executable, "-m", "callrec.cli", "token", "--business", "123"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        "callrec token: missing required environment variable CALLREC_JWT_SECRET"
+    )
