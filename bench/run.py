@@ -311,18 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with EmbeddedRedis() as server, Simulator() as sim:
             client = redis.Redis.from_url(server.url)
-            stack = Stack(
+            stack = Stack.around(
+                sim,
                 tmp=tmp,
                 redis_url=server.url,
-                twilio_base=sim.base_url,
-                account_sid=sim.account_sid,
-                auth_token=sim.auth_token,
-                env_overrides={
-                    "PREFETCH_ON_WEBHOOK": "false",
-                    # Production defaults; tests/stack.py shortens them for the tests.
-                    "RECONCILE_INTERVAL_MS": "5000",
-                    "DOWNLOAD_BACKOFF_BASE_MS": "1000",
-                },
+                PREFETCH_ON_WEBHOOK="false",
+                # Production defaults; tests/stack.py shortens them for the tests.
+                RECONCILE_INTERVAL_MS="5000",
+                DOWNLOAD_BACKOFF_BASE_MS="1000",
             )
             try:
                 if "playback" in only:

@@ -54,13 +54,7 @@ def stack(tmp_path: Path, redis_url: str, sim: object) -> Iterator[Stack]:
     from twilio_sim import Simulator
 
     assert isinstance(sim, Simulator)
-    s = Stack(
-        tmp=tmp_path,
-        redis_url=redis_url,
-        twilio_base=sim.base_url,
-        account_sid=sim.account_sid,
-        auth_token=sim.auth_token,
-    )
+    s = Stack.around(sim, tmp=tmp_path, redis_url=redis_url)
     try:
         yield s
     finally:

@@ -18,6 +18,7 @@ import httpx
 from callrec.embedded_redis import free_port
 from callrec.procfile import web_command, worker_command
 from ingest.auth import issue_token
+from twilio_sim import Simulator
 
 JWT_SECRET = "test-secret-" + "x" * 32
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +80,18 @@ class Stack:
         env.update(self.env_overrides)
         env.update(extra)
         return env
+
+    @classmethod
+    def around(cls, sim: Simulator, *, tmp: Path, redis_url: str, **env_overrides: str) -> Stack:
+        """A stack whose processes use ``sim`` as Twilio."""
+        return cls(
+            tmp=tmp,
+            redis_url=redis_url,
+            twilio_base=sim.base_url,
+            account_sid=sim.account_sid,
+            auth_token=sim.auth_token,
+            env_overrides=dict(env_overrides),
+        )
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
         log_path = self.tmp / f"{name}.log"

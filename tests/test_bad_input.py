@@ -55,13 +55,7 @@ def web(tmp_path_factory: pytest.TempPathFactory, redis_server_url: str) -> Iter
             call_status_params(
                 account_sid=DEMO_ACCOUNT_SID,
                 call_sid=STORED.call_sid,
-                parent_call_sid="",
-                from_="+15550000001",
-                to="+15550000002",
-                direction="inbound",
-                call_status="completed",
                 duration_s=3,
-                timestamp=None,
                 sequence_number=1,
             ),
             DEMO_AUTH_TOKEN,

@@ -44,18 +44,14 @@ def assert_unavailable(response: httpx.Response, what: str) -> None:
 def test_redis_restart_with_aof_mid_run(
     tmp_path: Path, aof_redis: EmbeddedRedis, sim: Simulator
 ) -> None:
-    stack = Stack(
+    stack = Stack.around(
+        sim,
         tmp=tmp_path,
         redis_url=aof_redis.url,
-        twilio_base=sim.base_url,
-        account_sid=sim.account_sid,
-        auth_token=sim.auth_token,
-        env_overrides={
-            "PREFETCH_ON_WEBHOOK": "false",
-            "INFLIGHT_TTL_SECONDS": "3",
-            "RECONCILE_INTERVAL_MS": "300",
-            "CLAIM_MIN_IDLE_MS": "1000",
-        },
+        PREFETCH_ON_WEBHOOK="false",
+        INFLIGHT_TTL_SECONDS="3",
+        RECONCILE_INTERVAL_MS="300",
+        CLAIM_MIN_IDLE_MS="1000",
     )
     try:
         _run(stack, aof_redis, sim)
@@ -94,13 +90,6 @@ def _run(stack: Stack, server: EmbeddedRedis, sim: Simulator) -> None:
     call_params = call_status_params(
         account_sid=sim.account_sid,
         call_sid=call_sid(799),
-        parent_call_sid="",
-        from_="+15550000001",
-        to="+15550000002",
-        direction="inbound",
-        call_status="completed",
-        duration_s=30,
-        timestamp=None,
         sequence_number=1,
     )
     assert_unavailable(signed_post(sim, f"{hooks}/call-status", call_params), "call-status")
