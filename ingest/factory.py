@@ -12,7 +12,16 @@ from twilio.request_validator import RequestValidator
 
 from calls.registry import CallRegistry
 from config.settings import Settings
-from ingest import calls_api, health, metrics, page, playback, status_events, webhooks
+from ingest import (
+    calls_api,
+    health,
+    metrics,
+    page,
+    playback,
+    signed_media,
+    status_events,
+    webhooks,
+)
 from ingest.errors import HANDLERS
 from ingest.shutdown import Stopping
 from ingest.state import AppState
@@ -34,6 +43,8 @@ ROUTES = [
     Route("/api/calls/{call_sid}/download", playback.download, methods=["GET", "HEAD"]),
     Route("/api/calls/{call_sid}/recording/status", playback.status, methods=["GET"]),
     Route("/api/events", status_events.events, methods=["GET"]),
+    # SERVE_VIA=signed: where plays redirect to (nginx answers it itself when in front).
+    Route("/media/{name}", signed_media.media, methods=["GET", "HEAD"]),
 ]
 
 
