@@ -78,8 +78,11 @@ def start_nginx(stack: Stack, name: str, server_block: str, *, workers: int) -> 
     prefix = stack.tmp / name
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
+    # As root, nginx's workers would drop to "nobody", which cannot enter the 0700 temp
+    # directories the recordings live in; keep them as the user that made those.
+    user = "user root;\n" if os.geteuid() == 0 else ""
     conf.write_text(
-        f"""worker_processes {workers};
+        f"""{user}worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
 events {{ worker_connections 1024; }}
@@ -122,9 +125,14 @@ def nginx_direct_block(port: int, directory: Path) -> str:
     }}"""
 
 
-def nginx_xaccel_block(port: int, upstream_port: int, recordings: Path) -> str:
-    """deploy/nginx.conf with this run's port, upstream and RECORDINGS_DIR."""
+def nginx_xaccel_block(
+    port: int, upstream_port: int, recordings: Path, signed_url_secret: str = ""
+) -> str:
+    """deploy/nginx.conf with this run's port, upstream, RECORDINGS_DIR and (for
+    SERVE_VIA=signed) SIGNED_URL_SECRET."""
     text = DEPLOY_NGINX_CONF.read_text()
+    if signed_url_secret:
+        text = text.replace("CALLREC_SIGNED_URL_SECRET", signed_url_secret)
     text = text.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
     text = text.replace("listen 8080;", f"listen {port};")
     text = text.replace("alias /srv/callrec/recordings/;", f"alias {recordings}/;")
