@@ -9,8 +9,11 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+import httpx
 
 from callrec.embedded_redis import free_port
 from callrec.procfile import web_command
@@ -54,6 +57,39 @@ def start_uvicorn(
     # --workers: the parent listens before its children import the app; wait for them.
     wait_for(lambda: len(child_pids(proc.popen.pid)) >= (workers if workers > 1 else 0), name)
     time.sleep(0.5 if workers > 1 else 0)
+    return proc, port
+
+
+def granian_binary() -> str | None:
+    """granian next to this interpreter (the bench installs it), else on PATH."""
+    here = Path(sys.executable).parent / "granian"
+    return str(here) if here.exists() else shutil.which("granian")
+
+
+def start_granian(
+    stack: Stack, app: str, *, workers: int, name: str, **extra_env: str
+) -> tuple[Proc, int]:
+    """The same ASGI app under granian (Rust HTTP, uvloop) with N worker processes."""
+    binary = granian_binary()
+    assert binary is not None
+    port = free_port()
+    env = stack.env(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", **extra_env)
+    args = [binary, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--workers", str(workers), "--loop", "uvloop", "--http", "1", "--no-ws"]
+    args += ["--log-level", "warning", "--no-access-log", "--workers-kill-timeout", "5", app]
+    proc = spawn(stack, name, args, env)
+
+    def up() -> bool:
+        if not proc.alive():
+            raise AssertionError(f"{name} exited:\n{proc.log()}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, f"{name} to answer")
+    wait_for(lambda: len(child_pids(proc.popen.pid)) >= workers, name)
+    time.sleep(0.5)
     return proc, port
 
 

@@ -89,7 +89,9 @@ def playback_tables(r: dict[str, Any]) -> str:
     ):
         scale = 1e6 if unit == "MB/s" else 1
         rows = []
-        for side in ("nginx", "starlette_fileresponse", "callrec_app", "callrec_xaccel"):
+        for side in playback.SIDES:
+            if side not in r:
+                continue
             m = r[side][mode]
             rows.append(
                 [

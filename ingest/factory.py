@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.routing import Route
+from starlette.types import ASGIApp
 from twilio.request_validator import RequestValidator
 
 from calls.registry import CallRegistry
@@ -18,12 +19,12 @@ from ingest import (
     metrics,
     page,
     playback,
-    signed_media,
     status_events,
     webhooks,
 )
 from ingest.errors import HANDLERS
 from ingest.shutdown import Stopping
+from ingest.signed_media import SignedMediaFront
 from ingest.state import AppState
 from storage.factory import open_store
 
@@ -43,12 +44,10 @@ ROUTES = [
     Route("/api/calls/{call_sid}/download", playback.download, methods=["GET", "HEAD"]),
     Route("/api/calls/{call_sid}/recording/status", playback.status, methods=["GET"]),
     Route("/api/events", status_events.events, methods=["GET"]),
-    # SERVE_VIA=signed: where plays redirect to (nginx answers it itself when in front).
-    Route("/media/{name}", signed_media.media, methods=["GET", "HEAD"]),
 ]
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         assert settings.redis_url
@@ -76,4 +75,9 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
             await redis.aclose()
 
-    return Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
+    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
+    if settings.signed_urls is None:
+        return app
+    # SERVE_VIA=signed: /media/ is where plays redirect to (nginx answers it itself when
+    # it is in front); served ahead of the router, as it is most of a player's requests.
+    return SignedMediaFront(app, settings.signed_urls, settings.recordings_dir)
