@@ -1,17 +1,20 @@
 """Run every scenario against freshly started processes, print one table per scenario
 (reference beside callrec, and the ratio), and write the numbers to bench/results/.
 
-    python -m bench [--only playback,pipeline,fairness,memory] [--seconds 5]
+    python -m bench [--only playback,pipeline,peers,fairness,memory] [--seconds 5]
 
 Scenario 2 (cached playback) is bench/playback.py, 3 and 4 (pipeline, fairness) are
-bench/pipeline.py, 5 (memory) is bench/memory.py.
+bench/pipeline.py, the peer queues on the pipeline's workloads are bench/peers.py (with
+callrec's side in bench/pipeline.py), 5 (memory) is bench/memory.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import math
 import os
 import platform
 import shutil
@@ -23,13 +26,13 @@ from typing import Any
 
 import redis
 
-from bench import memory, pipeline, playback
+from bench import memory, peers, pipeline, playback
 from callrec.embedded_redis import EmbeddedRedis
 from tests.stack import ROOT, Stack
 from twilio_sim import Simulator
 
 RESULTS_DIR = ROOT / "bench" / "results"
-SCENARIOS = ("playback", "pipeline", "fairness", "memory")
+SCENARIOS = ("playback", "pipeline", "peers", "fairness", "memory")
 
 # Goals from the issue, checked against what was measured.
 GOAL_RANGE_RATIO = 0.35
@@ -40,6 +43,11 @@ GOAL_COMMANDS = 15
 GOAL_START_P99_MS = 20
 GOAL_FAIR_P99_MS = 50
 GOAL_GROWTH_MIB = 50
+GOAL_SIGNED_NGINX_RATIO = 0.90  # nginx's signed path, of nginx serving the file directly
+GOAL_SIGNED_APP_FACTOR = 4.0  # the app's signed route, times the play route's rate
+GOAL_PEER_FACTOR = 1.5  # callrec's speed, times the best peer's, on every workload
+GOAL_CPU_MS = 2.0  # worker CPU per recording
+GOAL_COMMANDS_IN_SCRIPT = 25  # Redis commands per recording, scripts' inner ones included
 
 
 def machine() -> dict[str, Any]:
@@ -157,6 +165,55 @@ def pipeline_tables(runs: list[dict[str, Any]], lat: dict[str, Any], count: dict
         ],
     )
     return first + "\n" + second
+
+
+def peers_table(p: dict[str, Any]) -> str:
+    rows = []
+    for w in p["workloads"]:
+        c = w["callrec"]
+        peer_cells = []
+        for name in ("arq", "dramatiq"):
+            r = w["peers"].get(name)
+            peer_cells.append(f"{r['wall_s']:.2f} ({r['config']})" if r else "n/a")
+        best = w.get("best_peer")
+        rows.append(
+            [
+                w["workload"],
+                w["order"],
+                c["wall_s"],
+                *peer_cells,
+                f"{w['ratio']:.2f} x {best}" if best else "n/a",
+                c["worker_cpu_ms_per_recording"],
+                c["redis_commands_incl_in_script_per_recording"],
+                c["max_concurrent_per_business"],
+                c["fifo_out_of_order"],
+                " / ".join(str(w["peers"][n]["fifo_out_of_order"]) for n in w["peers"]) or "n/a",
+            ]
+        )
+    title = (
+        "Pipeline against the peer queues (2 worker processes each; wall s, first enqueue "
+        "to last file; callrec's speed as a multiple of the best peer's)"
+    )
+    text = table(
+        title,
+        [
+            "workload",
+            "order",
+            "callrec s",
+            "arq s (config)",
+            "dramatiq s (config)",
+            "callrec vs best",
+            "CPU ms/rec",
+            "Redis cmds/rec incl. in-script",
+            "max/business",
+            "FIFO out-of-order",
+            "peers' FIFO out-of-order",
+        ],
+        rows,
+    )
+    if p.get("peers_missing"):
+        text += f"\n\npeers not run: {p['peers_missing']}"
+    return text
 
 
 def fairness_table(f: dict[str, Any]) -> str:
@@ -291,6 +348,49 @@ def goals(results: dict[str, Any]) -> str:
     return table("Goals", ["goal", "target", "measured", ""], rows)
 
 
+def peers_scenario(stack: Stack, sim: Simulator, client: redis.Redis, tmp: Path) -> dict[str, Any]:
+    """callrec and the peers on each workload, one after the other, so that both see the
+    same load on the machine."""
+    why = peers.missing()
+    if why:
+        print(f"peers not run: {why}", file=sys.stderr, flush=True)
+    workloads = []
+    with contextlib.ExitStack() as stack_of_harness:
+        harness = None if why else stack_of_harness.enter_context(peers.Harness(tmp))
+        for workload, order in peers.BEST:
+            businesses, per_business, latency_s = peers.WORKLOADS[workload]
+            mine = pipeline.peer_workload(
+                stack,
+                sim,
+                client,
+                businesses=businesses,
+                per_business=per_business,
+                latency_s=latency_s,
+                order=order,
+            )
+            print(
+                f"  callrec {workload} {order}: {mine['wall_s']:.2f} s", file=sys.stderr, flush=True
+            )
+            theirs = (
+                {}
+                if harness is None
+                else {name: harness.run(name, workload, order) for name in ("arq", "dramatiq")}
+            )
+            best = min(theirs, key=lambda name: theirs[name]["wall_s"]) if theirs else None
+            workloads.append(
+                {
+                    "workload": workload,
+                    "order": order,
+                    "callrec": mine,
+                    "peers": theirs,
+                    "best_peer": best,
+                    # > 1: callrec finished sooner than the best peer, by that factor.
+                    "ratio": theirs[best]["wall_s"] / mine["wall_s"] if best else math.nan,
+                }
+            )
+    return {"workloads": workloads, "peers_missing": why}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--only", default=",".join(SCENARIOS))
@@ -337,6 +437,10 @@ def main(argv: list[str] | None = None) -> int:
                     count = pipeline.command_count(stack, sim, client, n=1000, businesses=100)
                     results["pipeline"] = {"runs": runs, "latency_200ms": lat, "commands": count}
                     report.append(pipeline_tables(runs, lat, count))
+                    print(report[-1], flush=True)
+                if "peers" in only:
+                    results["peers"] = peers_scenario(stack, sim, client, tmp)
+                    report.append(peers_table(results["peers"]))
                     print(report[-1], flush=True)
                 if "fairness" in only:
                     results["fairness"] = pipeline.fairness(stack, sim, client, workers=2)
