@@ -93,5 +93,5 @@ def delayed_member(b: str, sid: str) -> str:
 
 
 def business_keys(b: str) -> list[str]:
-    """KEYS of every slot script, in the order their headers document."""
+    """KEYS[1..7] of every slot script, in the order semaphore/lua/prelude.lua documents."""
     return [slots(b), queue(b), queued(b), queued_at(b), fence(b), status_stream(b), pending(b)]

@@ -8,7 +8,7 @@ import hashlib
 from redis.asyncio import Redis
 
 from calls import keys
-from calls.redis_values import entries
+from calls.redis_values import entries, texts
 from semaphore import Slots
 from semaphore.scripts import with_prelude
 
@@ -183,7 +183,7 @@ async def test_repair_of_many_announces_every_requeued_call(redis: Redis) -> Non
     result = await slots.repair(B, [sid(n) for n in stuck])
     assert result.position == len(stuck)
     announced = {s: p for s, st, p in await status_events(redis, mark) if st == "queued"}
-    queue = [s.decode() for s in await redis.lrange(keys.queue(B), 0, -1)]
+    queue = texts(await redis.lrange(keys.queue(B), 0, -1))
     assert announced == {s: str(i + 1) for i, s in enumerate(queue)}
     assert sorted(queue) == sorted(sid(n) for n in stuck)
 
