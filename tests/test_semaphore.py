@@ -217,3 +217,17 @@ async def test_every_slot_operation_is_its_own_script(redis: Redis) -> None:
     shas = [hashlib.sha1(with_prelude("semaphore", f"{op}.lua").encode()).hexdigest() for op in ops]
     assert len(set(shas)) == len(ops)
     assert await redis.script_exists(*shas) == [True] * len(ops)
+
+
+async def test_request_for_a_dead_member_admits_it_once(redis: Redis) -> None:
+    """Its worker died (lease lapsed) and the recording is asked for again before any
+    reconcile: it goes back in once, not at the head and at the tail."""
+    slots = make_slots(redis, lease_ms=100)
+    first = await slots.request(B, sid(0))
+    await asyncio.sleep(0.25)
+    again = await slots.request(B, sid(0))
+    assert again.verdict == "admitted"
+    assert [a.sid for a in again.promoted] == [sid(0)]
+    assert await redis.llen(keys.queue(B)) == 0
+    assert await slots.holds(B, sid(0), again.promoted[0].token)
+    assert again.promoted[0].token != first.promoted[0].token

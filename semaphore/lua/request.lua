@@ -27,15 +27,21 @@ elseif redis.call('SISMEMBER', c.queued, sid) == 1 then
   verdict = 'waiting'
 else
   prune(c)
-  -- A fresh request for a recording that failed (attempts used up, or expired in the
-  -- queue) is a person asking again: it gets a full set of attempts.
-  if redis.call('HGET', call, 'state') == 'failed' then
-    redis.call('HDEL', call, 'attempts', 'reason')
+  if redis.call('SISMEMBER', c.queued, sid) == 1 then
+    -- sid was a dead member: prune put it back at the head, where it keeps its turn
+    -- (queueing it at the tail too would admit it twice).
+    verdict = 'waiting'
+  else
+    -- A fresh request for a recording that failed (attempts used up, or expired in the
+    -- queue) is a person asking again: it gets a full set of attempts.
+    if redis.call('HGET', call, 'state') == 'failed' then
+      redis.call('HDEL', call, 'attempts', 'reason')
+    end
+    redis.call('RPUSH', c.queue, sid)
+    redis.call('SADD', c.queued, sid)
+    redis.call('HSET', c.queued_at, sid, now_ms())
+    verdict = 'queued'
   end
-  redis.call('RPUSH', c.queue, sid)
-  redis.call('SADD', c.queued, sid)
-  redis.call('HSET', c.queued_at, sid, now_ms())
-  verdict = 'queued'
 end
 prune_and_promote(c)
 for _, a in ipairs(c.promoted) do
