@@ -106,7 +106,9 @@ class Slots:
 
     async def requeue(self, b: str, sid: str) -> SlotResult:
         """Put a retry whose backoff has run out back at the head of its queue."""
-        raw = await self._requeue(keys=keys.business_keys(b), args=[*self._common_args(b), sid])
+        raw = await self._requeue(
+            keys=[*keys.business_keys(b), keys.call(b, sid)], args=[*self._common_args(b), sid]
+        )
         return SlotResult.parse(raw)
 
     async def reconcile(self, b: str) -> SlotResult:

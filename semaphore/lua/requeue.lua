@@ -2,6 +2,8 @@
 requeue: put a retry whose backoff ran out back at the head of its business's queue.
 
 KEYS[1..7], ARGV[1..6]: the slot layout (prelude.lua)
+KEYS[8] rec_call:{b}:<sid>   HASH   the recording's state (set to queued, with its
+                                    position, by announce_positions)
 ARGV[7] sid
 
 Returns JSON {verdict, active, queue_len, position, released, promoted, dropped, idle}:
