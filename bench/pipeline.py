@@ -411,4 +411,9 @@ def peer_workload(
         "fifo_out_of_order": fifo_out_of_order(recs, sim.first_media_request_times()),
         "worker_cpu_ms_per_recording": cpu_ms,
         "redis_commands_incl_in_script_per_recording": total_calls / n,
+        "commands_by_name_per_recording": {
+            k: round(v / n, 2)
+            for k, v in sorted(after.items(), key=lambda kv: -kv[1])
+            if v / n >= 0.05 and k not in ("info", "config|resetstat")
+        },
     }

@@ -114,9 +114,25 @@ async def on_start(ctx: WorkerContext, event: Event, start_download: StartDownlo
 async def on_done(
     ctx: WorkerContext, event: Event, start_download: StartDownload | None = None
 ) -> None:
+    """A done entry on the stream. Downloads finish by releasing their slot themselves
+    (``download_job``); this handles entries a worker of an earlier version published."""
     b, sid = event.business_id, event.sid
     outcome = event.outcome or "failed"
     result = await ctx.slots.release(b, sid, event.token, outcome)  # type: ignore[arg-type]
+    await after_release(ctx, b, sid, outcome, event.delay_ms, result, start_download)
+
+
+async def after_release(
+    ctx: WorkerContext,
+    b: str,
+    sid: str,
+    outcome: str,
+    delay_ms: int,
+    result: SlotResult,
+    start_download: StartDownload | None = None,
+) -> None:
+    """What follows a release script: RECORDING_DONE, a retry's backoff, and the
+    promoted requests (their downloads start here when ``start_download`` is given)."""
     if result.released:
         # The script already promoted the next ones; DONE reports the count between the
         # release and those promotions, NEXT the count after each.
@@ -128,7 +144,7 @@ async def on_done(
             ctx.slots.max_slots,
         )
         if outcome == "retry":
-            await schedule_retry(ctx, b, sid, event.delay_ms)
+            await schedule_retry(ctx, b, sid, delay_ms)
     await announce(ctx, b, result, start_download=start_download)
 
 

@@ -63,7 +63,9 @@ class Worker:
                 raise
 
     def start_download(self, b: str, sid: str, token: str) -> None:
-        task = asyncio.create_task(run_download(self.ctx, b, sid, token), name=f"dl-{sid}")
+        task = asyncio.create_task(
+            run_download(self.ctx, b, sid, token, self.start_download), name=f"dl-{sid}"
+        )
         self.downloads.add(task)
         task.add_done_callback(self.downloads.discard)
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 
 from calls import keys
 from calls.redis_values import text
@@ -103,6 +105,19 @@ class Slots:
             args=[*self._common_args(b), sid, token, outcome],
         )
         return SlotResult.parse(raw)
+
+    async def release_in(
+        self, pipe: Pipeline | ClusterPipeline, b: str, sid: str, token: str, outcome: Outcome
+    ) -> None:
+        """``release`` queued on ``pipe``; ``SlotResult.parse`` reads its reply. The
+        finishing worker sends it with the download's counters, in one round trip. A
+        plain pipeline loads the script first if the server lost it; a cluster pipeline
+        raises NoScriptError instead, and the caller then calls ``release``."""
+        await self._release(
+            keys=[*keys.business_keys(b), keys.call(b, sid), keys.inflight(b, sid)],
+            args=[*self._common_args(b), sid, token, outcome],
+            client=pipe,  # type: ignore[arg-type]
+        )
 
     async def requeue(self, b: str, sid: str) -> SlotResult:
         """Put a retry whose backoff has run out back at the head of its queue."""

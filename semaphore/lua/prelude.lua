@@ -163,12 +163,14 @@ end
 
 -- Named fields, JSON-encoded (cjson encodes an empty table as {}: Python reads both).
 local function slot_result(c, verdict, position, released)
-  local idle = redis.call('SCARD', c.slots) == 0 and redis.call('LLEN', c.queue) == 0
+  local active = redis.call('SCARD', c.slots)
+  local queue_len = redis.call('LLEN', c.queue)
+  local idle = active == 0 and queue_len == 0
     and redis.call('SCARD', c.queued) == 0 and redis.call('SCARD', c.st.pending) == 0
   return cjson.encode({
     verdict = verdict,
-    active = redis.call('SCARD', c.slots),
-    queue_len = redis.call('LLEN', c.queue),
+    active = active,
+    queue_len = queue_len,
     position = position,
     released = released,
     promoted = c.promoted,
