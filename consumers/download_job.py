@@ -200,12 +200,13 @@ async def _finish(
         async with ctx.redis.pipeline(transaction=False) as pipe:
             if metric:
                 stats.add_download_observation(pipe, metric, seconds, ending.size_bytes)
-            await ctx.slots.release_in(pipe, b, sid, token, outcome)
+            ctx.slots.release_in(pipe, b, sid, token, outcome)
             replies = await pipe.execute()
         result = SlotResult.parse(replies[-1])
     except NoScriptError:
-        # A cluster node that lost its scripts (restarted, failed over): the counters went
-        # in; the release on its own loads the script and runs it.
+        # The server does not know the script yet (this process's first release, or a
+        # restarted or failed-over node): the counters went in; the release on its own
+        # loads the script and runs it.
         result = await ctx.slots.release(b, sid, token, outcome)
     await handlers.after_release(
         ctx, b, sid, ending.outcome, ending.delay_ms, result, start_download

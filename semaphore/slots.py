@@ -106,17 +106,17 @@ class Slots:
         )
         return SlotResult.parse(raw)
 
-    async def release_in(
+    def release_in(
         self, pipe: Pipeline | ClusterPipeline, b: str, sid: str, token: str, outcome: Outcome
     ) -> None:
-        """``release`` queued on ``pipe``; ``SlotResult.parse`` reads its reply. The
-        finishing worker sends it with the download's counters, in one round trip. A
-        plain pipeline loads the script first if the server lost it; a cluster pipeline
-        raises NoScriptError instead, and the caller then calls ``release``."""
-        await self._release(
-            keys=[*keys.business_keys(b), keys.call(b, sid), keys.inflight(b, sid)],
-            args=[*self._common_args(b), sid, token, outcome],
-            client=pipe,  # type: ignore[arg-type]
+        """``release`` queued on ``pipe`` as a bare EVALSHA; ``SlotResult.parse`` reads its
+        reply. The finishing worker sends it with the download's counters, in one round
+        trip. (redis-py's script objects would add a SCRIPT EXISTS round trip to every
+        such pipeline.) A server that does not know the script yet makes ``execute``
+        raise NoScriptError; the caller then calls :meth:`release`, which loads it."""
+        key_list = [*keys.business_keys(b), keys.call(b, sid), keys.inflight(b, sid)]
+        pipe.evalsha(
+            self._release.sha, len(key_list), *key_list, *self._common_args(b), sid, token, outcome
         )
 
     async def requeue(self, b: str, sid: str) -> SlotResult:
