@@ -262,6 +262,7 @@ def goals(results: dict[str, Any]) -> str:
     rows: list[list[Any]] = []
     if "playback" in results:
         p = results["playback"]
+        nginx_range = p["nginx"]["range_64k"]["requests_per_s"]
         rng = (
             p["callrec_app"]["range_64k"]["requests_per_s"]
             / p["nginx"]["range_64k"]["requests_per_s"]
@@ -288,6 +289,24 @@ def goals(results: dict[str, Any]) -> str:
             ["x-accel, ranges, of nginx", "≥ 80%", f"{xr:.1%}", _met(xr >= GOAL_XACCEL_RATIO)],
             ["x-accel, full, of nginx", "≥ 80%", f"{xf:.1%}", _met(xf >= GOAL_XACCEL_RATIO)],
         ]
+        if "nginx_signed" in p:
+            ns = p["nginx_signed"]["range_64k"]["requests_per_s"] / nginx_range
+            app_signed = p["callrec_app_signed"]["range_64k"]["requests_per_s"]
+            factor = app_signed / p["callrec_app"]["range_64k"]["requests_per_s"]
+            rows += [
+                [
+                    "signed ranges via nginx, of nginx",
+                    "≥ 90%",
+                    f"{ns:.1%}",
+                    _met(ns >= GOAL_SIGNED_NGINX_RATIO),
+                ],
+                [
+                    "signed ranges via the app, x the play route",
+                    "≥ 4 x",
+                    f"{factor:.2f} x",
+                    _met(factor >= GOAL_SIGNED_APP_FACTOR),
+                ],
+            ]
     if "pipeline" in results:
         runs = results["pipeline"]["runs"]
         lat = results["pipeline"]["latency_200ms"]
@@ -324,6 +343,38 @@ def goals(results: dict[str, Any]) -> str:
             ],
             ["max concurrent per business", "≤ 3", str(caps), _met(caps <= 3)],
         ]
+        two = next((r for r in runs if r["workers"] == 2), runs[0])
+        cpu = two["worker_cpu_ms_per_recording"]
+        inner = two["redis_commands_incl_in_script_per_recording"]
+        rows += [
+            [
+                f"worker CPU per recording ({two['workers']} workers)",
+                "≤ 2 ms",
+                f"{cpu:.2f} ms",
+                _met(cpu <= GOAL_CPU_MS),
+            ],
+            [
+                "Redis commands per recording, in-script included",
+                "≤ 25",
+                f"{inner:.1f}",
+                _met(inner <= GOAL_COMMANDS_IN_SCRIPT),
+            ],
+        ]
+    if "peers" in results:
+        for w in results["peers"]["workloads"]:
+            label = f"speed vs best peer, {w['workload']} {w['order']}"
+            if w["best_peer"] is None:
+                rows.append([label, "≥ 1.5 x", "peers not run", "NOT measured"])
+                continue
+            guarantees = w["callrec"]["max_concurrent_per_business"] <= 3
+            rows.append(
+                [
+                    label,
+                    "≥ 1.5 x",
+                    f"{w['ratio']:.2f} x {w['best_peer']}",
+                    _met(w["ratio"] >= GOAL_PEER_FACTOR and guarantees),
+                ]
+            )
     if "fairness" in results:
         f = results["fairness"]
         rows.append(
