@@ -24,6 +24,10 @@ STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
 # The status stream's cap (MAXLEN ~), passed to every script that appends to it.
 STATUS_STREAM_MAXLEN = 1000
 PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repair scans it)
+# HASH sid -> ticket of each queued SID, consecutive from the head, plus TICKET_NEXT: a
+# page computes its place from its ticket and the head's (semaphore/lua/prelude.lua).
+TICKETS = "rec_tickets:{{{b}}}"
+TICKET_NEXT = "~next"  # the field holding the next tail ticket (never a SID)
 
 # --- global --------------------------------------------------------------------------
 EVENTS = "rec_events"  # STREAM: request/start/done events, consumer group below
@@ -87,11 +91,24 @@ def pending(b: str) -> str:
     return PENDING.format(b=b)
 
 
+def tickets(b: str) -> str:
+    return TICKETS.format(b=b)
+
+
 def delayed_member(b: str, sid: str) -> str:
     """A retry's member in ``DELAYED``."""
     return f"{b}|{sid}"
 
 
 def business_keys(b: str) -> list[str]:
-    """KEYS[1..7] of every slot script, in the order semaphore/lua/prelude.lua documents."""
-    return [slots(b), queue(b), queued(b), queued_at(b), fence(b), status_stream(b), pending(b)]
+    """KEYS[1..8] of every slot script, in the order semaphore/lua/prelude.lua documents."""
+    return [
+        slots(b),
+        queue(b),
+        queued(b),
+        queued_at(b),
+        fence(b),
+        status_stream(b),
+        pending(b),
+        tickets(b),
+    ]

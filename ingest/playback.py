@@ -47,9 +47,14 @@ async def playable(state: AppState, b: str, call: Call) -> Call:
     return call
 
 
-async def _position(state: AppState, b: str, sid: str) -> int | None:
-    pos = await state.redis.lpos(keys.queue(b), sid)
-    return pos + 1 if isinstance(pos, int) else None
+async def _place(state: AppState, b: str, sid: str) -> tuple[int | None, int | None]:
+    """A queued SID's exact place (1 = next) and its ticket, from which the page follows
+    its place as ``queue`` events name the head's ticket."""
+    async with state.redis.pipeline(transaction=False) as pipe:
+        pipe.lpos(keys.queue(b), sid)
+        pipe.hget(keys.tickets(b), sid)
+        pos, ticket = await pipe.execute()
+    return (pos + 1 if isinstance(pos, int) else None), (int(ticket) if ticket else None)
 
 
 async def _pending(state: AppState, b: str, target: Call) -> Response:
@@ -60,10 +65,10 @@ async def _pending(state: AppState, b: str, target: Call) -> Response:
             raise NotFound("this call has no recording")
         await request_download(state.redis, b, target.sid, source="play")
         status = "queued"
-    position = await _position(state, b, target.sid) if status == "queued" else None
+    position, ticket = await _place(state, b, target.sid) if status == "queued" else (None, None)
     await stats.count(state.redis, stats.play_field("pending"))
     return JSONResponse(
-        {"status": status, "position": position},
+        {"status": status, "position": position, "ticket": ticket},
         status_code=202,
         headers={"Retry-After": str(RETRY_AFTER_S), "Cache-Control": "no-store"},
     )
@@ -101,13 +106,15 @@ async def status(request: Request) -> Response:
     try:
         target = await playable(state, b, call)
     except NotFound:
-        return JSONResponse({"call_sid": call.sid, "status": "none", "position": None})
+        return JSONResponse(
+            {"call_sid": call.sid, "status": "none", "position": None, "ticket": None}
+        )
     stored = await state.store.stat(target.sid)
     word = "ready" if stored is not None else target.state
     if word == "ready" and stored is None:
         word = "available"  # the stored copy went away; playing fetches it again
-    position = await _position(state, b, target.sid) if word == "queued" else None
+    position, ticket = await _place(state, b, target.sid) if word == "queued" else (None, None)
     return JSONResponse(
-        {"call_sid": call.sid, "status": word, "position": position},
+        {"call_sid": call.sid, "status": word, "position": position, "ticket": ticket},
         headers={"Cache-Control": "no-store"},
     )

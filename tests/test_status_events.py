@@ -55,10 +55,19 @@ def test_events_in_order_with_positions_resumable_and_private(stack: Stack, sim:
         sids[0]: [("processing", None), ("ready", None)],
         sids[1]: [("processing", None), ("ready", None)],
         sids[2]: [("processing", None), ("ready", None)],
-        # Each moved up when the head of the queue moved, before its own turn came.
         sids[3]: [("queued", 1), ("processing", None), ("ready", None)],
-        sids[4]: [("queued", 2), ("queued", 1), ("processing", None), ("failed", None)],
+        sids[4]: [("queued", 2), ("processing", None), ("failed", None)],
     }
+    # Moving up is the page's arithmetic: the head's ticket, when sids[3] left the queue,
+    # against sids[4]'s own ticket says it became first in line.
+    tickets = {
+        e.json()["call_sid"]: e.json()["ticket"]
+        for e in mine.statuses()
+        if e.json()["status"] == "queued"
+    }
+    heads = [e.json()["head"] for e in mine.events if e.event == "queue"]
+    assert heads and isinstance(tickets[sids[4]], int)
+    assert tickets[sids[4]] - heads[0] + 1 == 1
     ids = [e.id for e in mine.statuses()]
     assert all(ids) and ids == sorted(ids, key=lambda i: tuple(map(int, str(i).split("-"))))
 
