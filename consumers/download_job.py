@@ -200,6 +200,7 @@ async def _finish(
         async with ctx.redis.pipeline(transaction=False) as pipe:
             if metric:
                 stats.add_download_observation(pipe, metric, seconds, ending.size_bytes)
+            ctx.counts.drain_into(pipe)
             ctx.slots.release_in(pipe, b, sid, token, outcome)
             replies = await pipe.execute()
         result = SlotResult.parse(replies[-1])

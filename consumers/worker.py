@@ -8,6 +8,7 @@ the rest back to their queues and exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -158,6 +159,7 @@ class Worker:
             pass
 
     async def _maintain(self) -> None:
+        await self.ctx.counts.flush(self.ctx.redis)
         await maintenance.claim_stale(self.ctx, self.handle, self.claim_min_idle_ms)
         await maintenance.reconcile_all(self.ctx)
         await maintenance.trim_events(self.ctx)
@@ -189,6 +191,8 @@ class Worker:
             self.stop.set()
             await asyncio.gather(*loops, return_exceptions=True)
             handed_back = await self._drain()
+            with contextlib.suppress(RedisError):
+                await self.ctx.counts.flush(self.ctx.redis)
         return handed_back
 
     async def _drain(self) -> int:

@@ -20,6 +20,7 @@ Returns JSON {verdict, active, queue_len, position, released, promoted, dropped,
 local c = slot_context()
 local call, lease, sid = KEYS[9], KEYS[10], ARGV[7]
 local verdict = 'ok'
+local pruned = false
 
 if redis.call('SISMEMBER', c.slots, sid) == 1 and redis.call('EXISTS', lease) == 1 then
   verdict = 'active'
@@ -27,6 +28,7 @@ elseif redis.call('SISMEMBER', c.queued, sid) == 1 then
   verdict = 'waiting'
 else
   prune(c)
+  pruned = true
   if redis.call('SISMEMBER', c.queued, sid) == 1 then
     -- sid was a dead member: prune put it back at the head, where it keeps its turn
     -- (queueing it at the tail too would admit it twice).
@@ -42,7 +44,8 @@ else
     verdict = 'queued'
   end
 end
-prune_and_promote(c)
+-- Nothing can have died between the prune above and here (one script runs at a time).
+if pruned then promote(c) else prune_and_promote(c) end
 for _, a in ipairs(c.promoted) do
   if a.sid == sid then verdict = 'admitted' end
 end
