@@ -456,3 +456,23 @@ def test_content_disposition_escapes_unsafe_names() -> None:
     value = r.headers["content-disposition"]
     assert value.startswith("attachment; filename*=utf-8''")
     assert "\r" not in value and "\n" not in value and '"' not in value
+
+
+async def test_whole_file_goes_by_pathsend_when_the_server_offers_it(small: Served) -> None:
+    rec = Recorder()
+    offered = {**scope(), "extensions": {fileserve.PATHSEND: {}}}
+    await region(small)(offered, rec.receive, rec.send)
+    assert rec.status() == 200
+    assert rec.messages[1] == {"type": fileserve.PATHSEND, "path": str(small.path)}
+    # A range is still read and sent by the app: pathsend sends whole files only.
+    ranged = Recorder()
+    await region(small, ByteRange(10, 109))(offered, ranged.receive, ranged.send)
+    assert ranged.status() == 206 and ranged.body() == small.data[10:110]
+
+
+async def test_pathsend_of_a_replaced_file_is_503(small: Served) -> None:
+    small.path.write_bytes(b"x" * (SIZE + 1))
+    rec = Recorder()
+    offered = {**scope(), "extensions": {fileserve.PATHSEND: {}}}
+    await region(small)(offered, rec.receive, rec.send)
+    assert rec.status() == 503
