@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import statistics
 import time
 from collections.abc import Iterable
@@ -361,6 +362,28 @@ def fifo_out_of_order(recs: list[SimRecording], started: dict[str, float]) -> in
     return late
 
 
+ADMITTED = re.compile(r"download begins business_id=(\S+) sid=(\S+) token=(\d+)")
+
+
+def fifo_admission_violations(recs: list[SimRecording], worker_logs: str) -> int:
+    """Admissions out of enqueue order within a business, by fencing token (each
+    admission's INCR): callrec's FIFO promise. Starts at the media server (the peers'
+    measure) also reorder when a business's three slot holders race on the wire."""
+    seq = {r.call_sid: i for i, r in enumerate(recs)}
+    by_business: dict[str, list[tuple[int, int]]] = {}
+    for b, sid, token in ADMITTED.findall(worker_logs):
+        if sid in seq:
+            by_business.setdefault(b, []).append((int(token), seq[sid]))
+    late = 0
+    for admissions in by_business.values():
+        latest = -1
+        for _, n in sorted(admissions):
+            if n < latest:
+                late += 1
+            latest = max(latest, n)
+    return late
+
+
 def peer_workload(
     stack: Stack,
     sim: Simulator,
@@ -390,6 +413,8 @@ def peer_workload(
         t_end = wait_stored(directory, n, timeout_s=300)
         cpu_ms = (sum(cpu_s(p.popen.pid) for p in stack.workers()) - cpu_before) * 1000 / n
         after = command_stats(client)
+        stack.stop()
+        admission_late = fifo_admission_violations(recs, stack.worker_logs())
     finally:
         sim.latency_s = 0.0
         stack.stop()
@@ -409,6 +434,7 @@ def peer_workload(
             sim.max_concurrent(business(i)) for i in range(businesses)
         ),
         "fifo_out_of_order": fifo_out_of_order(recs, sim.first_media_request_times()),
+        "fifo_admissions_out_of_order": admission_late,
         "worker_cpu_ms_per_recording": cpu_ms,
         "redis_commands_incl_in_script_per_recording": total_calls / n,
         "commands_by_name_per_recording": {

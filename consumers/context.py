@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -27,3 +28,8 @@ class WorkerContext:
     backoff_cap_s: float = 60.0
     # Twilio response counters, written with the next finishing pipeline or maintenance.
     counts: PendingCounts = field(default_factory=PendingCounts)
+    # Held from a slot script call (request, release) to its RECORDING_* lines, so this
+    # worker's log shows admissions in the order the scripts made them: finishing
+    # downloads release concurrently, on separate connections, and could otherwise log
+    # in either order.
+    admission_order: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -196,19 +196,20 @@ async def _finish(
     # One round trip, in order: the counters, then the release that frees the slot and
     # promotes the next requests.
     outcome: Outcome = ending.outcome  # type: ignore[assignment]
-    try:
-        async with ctx.redis.pipeline(transaction=False) as pipe:
-            if metric:
-                stats.add_download_observation(pipe, metric, seconds, ending.size_bytes)
-            ctx.counts.drain_into(pipe)
-            ctx.slots.release_in(pipe, b, sid, token, outcome)
-            replies = await pipe.execute()
-        result = SlotResult.parse(replies[-1])
-    except NoScriptError:
-        # The server does not know the script yet (this process's first release, or a
-        # restarted or failed-over node): the counters went in; the release on its own
-        # loads the script and runs it.
-        result = await ctx.slots.release(b, sid, token, outcome)
-    await handlers.after_release(
-        ctx, b, sid, ending.outcome, ending.delay_ms, result, start_download
-    )
+    async with ctx.admission_order:
+        try:
+            async with ctx.redis.pipeline(transaction=False) as pipe:
+                if metric:
+                    stats.add_download_observation(pipe, metric, seconds, ending.size_bytes)
+                ctx.counts.drain_into(pipe)
+                ctx.slots.release_in(pipe, b, sid, token, outcome)
+                replies = await pipe.execute()
+            result = SlotResult.parse(replies[-1])
+        except NoScriptError:
+            # The server does not know the script yet (this process's first release, or
+            # a restarted or failed-over node): the counters went in; the release on its
+            # own loads the script and runs it.
+            result = await ctx.slots.release(b, sid, token, outcome)
+        await handlers.after_release(
+            ctx, b, sid, ending.outcome, ending.delay_ms, result, start_download
+        )

@@ -74,28 +74,29 @@ async def on_request(
         # letter): there is nothing to fetch, so it takes no slot and asks nothing.
         log.info("request ignored business_id=%s sid=%s twilio=%s", b, sid, call.twilio_recording)
         return
-    result = await ctx.slots.request(b, sid)
-    max_slots = ctx.slots.max_slots
-    if result.verdict == "admitted":
-        log.info(
-            "RECORDING_ENQUEUE business_id=%s sid=%s active=%d/%d",
-            b,
-            sid,
-            result.active,
-            max_slots,
-        )
-    elif result.verdict == "queued":
-        log.info(
-            "RECORDING_QUEUED business_id=%s sid=%s active=%d/%d queue_len=%d",
-            b,
-            sid,
-            result.active,
-            max_slots,
-            result.queue_len,
-        )
-    else:
-        log.debug("request coalesced business_id=%s sid=%s verdict=%s", b, sid, result.verdict)
-    await announce(ctx, b, result, skip=sid, start_download=start_download)
+    async with ctx.admission_order:
+        result = await ctx.slots.request(b, sid)
+        max_slots = ctx.slots.max_slots
+        if result.verdict == "admitted":
+            log.info(
+                "RECORDING_ENQUEUE business_id=%s sid=%s active=%d/%d",
+                b,
+                sid,
+                result.active,
+                max_slots,
+            )
+        elif result.verdict == "queued":
+            log.info(
+                "RECORDING_QUEUED business_id=%s sid=%s active=%d/%d queue_len=%d",
+                b,
+                sid,
+                result.active,
+                max_slots,
+                result.queue_len,
+            )
+        else:
+            log.debug("request coalesced business_id=%s sid=%s verdict=%s", b, sid, result.verdict)
+        await announce(ctx, b, result, skip=sid, start_download=start_download)
     # After the script (live_businesses.py says why), and on every verdict: a redelivered
     # request may be the one whose first handler died before noting the business.
     await live_businesses.note(ctx.redis, b)
@@ -118,8 +119,9 @@ async def on_done(
     (``download_job``); this handles entries a worker of an earlier version published."""
     b, sid = event.business_id, event.sid
     outcome = event.outcome or "failed"
-    result = await ctx.slots.release(b, sid, event.token, outcome)  # type: ignore[arg-type]
-    await after_release(ctx, b, sid, outcome, event.delay_ms, result, start_download)
+    async with ctx.admission_order:
+        result = await ctx.slots.release(b, sid, event.token, outcome)  # type: ignore[arg-type]
+        await after_release(ctx, b, sid, outcome, event.delay_ms, result, start_download)
 
 
 async def after_release(

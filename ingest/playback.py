@@ -19,6 +19,8 @@ from ingest.serving import serve_stored
 from ingest.state import AppState, app_state
 
 RETRY_AFTER_S = 2
+# A queued recording's ticket, from which the page follows its place as the head moves.
+TICKET_HEADER = "X-Queue-Ticket"
 
 
 async def _call(request: Request, state: AppState) -> tuple[str, Call]:
@@ -57,6 +59,11 @@ async def _place(state: AppState, b: str, sid: str) -> tuple[int | None, int | N
     return (pos + 1 if isinstance(pos, int) else None), (int(ticket) if ticket else None)
 
 
+def _ticket_header(ticket: int | None) -> dict[str, str]:
+    # A header, not a body field: the answers' JSON shape is the contract's.
+    return {} if ticket is None else {TICKET_HEADER: str(ticket)}
+
+
 async def _pending(state: AppState, b: str, target: Call) -> Response:
     status = target.state
     if status not in PENDING_STATES:
@@ -68,9 +75,13 @@ async def _pending(state: AppState, b: str, target: Call) -> Response:
     position, ticket = await _place(state, b, target.sid) if status == "queued" else (None, None)
     await stats.count(state.redis, stats.play_field("pending"))
     return JSONResponse(
-        {"status": status, "position": position, "ticket": ticket},
+        {"status": status, "position": position},
         status_code=202,
-        headers={"Retry-After": str(RETRY_AFTER_S), "Cache-Control": "no-store"},
+        headers={
+            "Retry-After": str(RETRY_AFTER_S),
+            "Cache-Control": "no-store",
+            **_ticket_header(ticket),
+        },
     )
 
 
@@ -106,15 +117,13 @@ async def status(request: Request) -> Response:
     try:
         target = await playable(state, b, call)
     except NotFound:
-        return JSONResponse(
-            {"call_sid": call.sid, "status": "none", "position": None, "ticket": None}
-        )
+        return JSONResponse({"call_sid": call.sid, "status": "none", "position": None})
     stored = await state.store.stat(target.sid)
     word = "ready" if stored is not None else target.state
     if word == "ready" and stored is None:
         word = "available"  # the stored copy went away; playing fetches it again
     position, ticket = await _place(state, b, target.sid) if word == "queued" else (None, None)
     return JSONResponse(
-        {"call_sid": call.sid, "status": word, "position": position, "ticket": ticket},
-        headers={"Cache-Control": "no-store"},
+        {"call_sid": call.sid, "status": word, "position": position},
+        headers={"Cache-Control": "no-store", **_ticket_header(ticket)},
     )

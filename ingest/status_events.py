@@ -67,7 +67,6 @@ def _frame(entry_id: str, fields: dict[str, str]) -> bytes:
         "call_sid": fields.get("sid"),
         "status": fields.get("status"),
         "position": _integer(fields.get("position")),
-        "ticket": _integer(fields.get("ticket")),
     }
     return f"id: {entry_id}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
 
