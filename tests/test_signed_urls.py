@@ -203,6 +203,21 @@ def test_nginx_serves_signed_downloads_as_attachments(
     assert got.headers["content-disposition"] == f'attachment; filename="{rec.call_sid}.mp3"'
 
 
+def test_nginx_with_the_placeholder_left_in_serves_no_signed_url(
+    stack: Stack, sim: Simulator, web: str
+) -> None:
+    rec = register(sim, web, B, 9)
+    store(stack, rec)
+    port = free_port()
+    block = procs.nginx_xaccel_block(port, int(web.rsplit(":", 1)[1]), stack.recordings_dir)
+    procs.start_nginx(stack, "nginx-unset", block, workers=1)
+    # Signed with the public placeholder, as anyone reading deploy/nginx.conf could.
+    forged = signed_path(
+        "CALLREC_SIGNED_URL_SECRET", name=f"{rec.call_sid}.mp3", expires=int(time.time()) + 60
+    )
+    assert httpx.get(f"http://127.0.0.1:{port}{forged}", timeout=10).status_code == 403
+
+
 def test_nginx_signature_format_matches_openssl() -> None:
     # nginx's documented recipe for secure_link_md5 values, computed by openssl.
     openssl = shutil.which("openssl")
