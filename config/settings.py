@@ -197,6 +197,9 @@ SIGNED_URL_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,}")
 
 
 def _signed_url_secret(value: str) -> str:
+    if value.startswith("CALLREC_SIGNED"):
+        # deploy/nginx.conf's placeholder: nginx refuses every URL while it is in place.
+        raise SettingsError("SIGNED_URL_SECRET is still deploy/nginx.conf's placeholder")
     if not SIGNED_URL_SECRET_PATTERN.fullmatch(value):
         raise SettingsError(
             "SIGNED_URL_SECRET must be at least 32 characters of A-Z a-z 0-9 _ - "

@@ -268,6 +268,8 @@ def test_signed_without_secret_fails_at_start_naming_it() -> None:
         load_settings({"SERVE_VIA": "signed", "SIGNED_URL_SECRET": "short"})
     with pytest.raises(SettingsError, match="SIGNED_URL_SECRET"):
         load_settings({"SERVE_VIA": "signed", "SIGNED_URL_SECRET": 'a"b c$d' * 8})
+    with pytest.raises(SettingsError, match="SIGNED_URL_SECRET is still"):
+        load_settings({"SERVE_VIA": "signed", "SIGNED_URL_SECRET": "CALLREC_SIGNED_" + "x" * 40})
     with pytest.raises(SettingsError, match="SIGNED_URL_TTL_SECONDS"):
         load_settings(
             {"SERVE_VIA": "signed", "SIGNED_URL_SECRET": SECRET, "SIGNED_URL_TTL_SECONDS": "0"}
