@@ -370,11 +370,13 @@ def goals(results: dict[str, Any]) -> str:
                 w["callrec"]["max_concurrent_per_business"] <= 3
                 and w["callrec"]["fifo_admissions_out_of_order"] == 0
             )
+            late = w["callrec"]["fifo_admissions_out_of_order"]
             rows.append(
                 [
                     label,
-                    "≥ 1.5 x",
-                    f"{w['ratio']:.2f} x {w['best_peer']}",
+                    "≥ 1.5 x, FIFO, ≤ 3",
+                    f"{w['ratio']:.2f} x {w['best_peer']}"
+                    + (f", {late} admissions out of order" if late else ""),
                     _met(w["ratio"] >= GOAL_PEER_FACTOR and guarantees),
                 ]
             )
