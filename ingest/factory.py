@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> Starlette:
             socket_connect_timeout=2,
             max_connections=512,
         )
+        blocking_redis = status_events.blocking_client(settings)
         store = open_store(settings)
         token = settings.twilio.auth_token
         stopping = Stopping()
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.callrec = AppState(
             settings=settings,
             redis=redis,
+            blocking_redis=blocking_redis,
             registry=CallRegistry(redis),
             store=store,
             validator=RequestValidator(token) if token else None,
@@ -63,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await store.close()
+            await blocking_redis.aclose()
             await redis.aclose()
 
     return Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
