@@ -14,6 +14,10 @@ Cache hits and misses on play are ``callrec_play_requests_total{result="hit"}`` 
 from storage) and ``{result="pending"}`` (not stored: 202, a download requested or
 already under way).
 
+With ``METRICS_TOKEN`` set, a scrape must send ``Authorization: Bearer <METRICS_TOKEN>``
+(compared in constant time), else 401; unset, ``/metrics`` is open (keep it off the
+public network then).
+
 Per-business gauges have bounded label cardinality: the ``TOP_BUSINESSES`` (20) with the
 most slots held plus requests queued get a ``business_id`` label; the unlabelled totals
 cover every business.
@@ -21,6 +25,7 @@ cover every business.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -37,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from calls import keys, stats
+from calls.errors import Unauthorized
 from calls.redis_values import texts
 from ingest.state import app_state
 
@@ -173,8 +179,19 @@ async def _stream_figures(redis: Redis) -> tuple[int, int]:
     return 0, 0
 
 
+def _check_scraper(request: Request, metrics_token: str | None) -> None:
+    if metrics_token is None:
+        return
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    sent = value.strip().encode() if scheme.lower() == "bearer" else b""
+    if not hmac.compare_digest(sent, metrics_token.encode()):
+        raise Unauthorized("/metrics wants Authorization: Bearer <METRICS_TOKEN>")
+
+
 async def metrics(request: Request) -> Response:
-    redis = app_state(request).redis
+    state = app_state(request)
+    _check_scraper(request, state.settings.metrics_token)
+    redis = state.redis
     pending, lag = await _stream_figures(redis)
     snapshot = _Snapshot(
         counters=await stats.snapshot(redis),
