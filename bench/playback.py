@@ -115,7 +115,9 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
     nginx = procs.start_nginx(
         stack,
         "nginx-xaccel",
-        procs.nginx_xaccel_block(port, web_port, stack.recordings_dir),
+        procs.nginx_xaccel_block(
+            port, web_port, stack.recordings_dir, stack.tmp / "nginx-xaccel-access.log"
+        ),
         workers=WEB_PROCESSES,
     )
     url = f"http://127.0.0.1:{port}/api/calls/{SID}/recording"
