@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from bench import procs
 from callrec.embedded_redis import free_port
+from callrec.processes import stop_process
 from calls.registry import CallRegistry
 from tests.stack import Proc, Stack, token
 from twilio_sim import SimRecording, media_bytes
@@ -129,6 +130,5 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
 
 
 def _stop(stack: Stack, proc: Proc) -> None:
-    proc.popen.terminate()
-    proc.popen.wait(timeout=15)
+    stop_process(proc.popen, grace_s=15)
     stack.procs.remove(proc)
