@@ -112,7 +112,11 @@ def test_resync_after_trim_bad_ids_and_streams_end_on_sigterm(stack: Stack, redi
         reader = SseReader(f"{web}/api/events", {**auth(B), "Last-Event-ID": bad})
         assert reader.status == 200
         client.xadd(stream, {"sid": sid, "status": "ready", "position": ""})
-        wait_for(lambda r=reader: len(r.events) >= 1, f"the new event after {bad}")
+
+        def arrived(r: SseReader = reader) -> bool:
+            return len(r.events) >= 1
+
+        wait_for(arrived, f"the new event after {bad}")
         assert [e.json()["status"] for e in reader.events] == ["ready"]
         reader.close()
     client.close()
