@@ -9,7 +9,7 @@ further than the oldest kept entry, it gets a ``resync`` event telling it to ask
 current statuses again rather than trust a stream with a hole in it.
 
 Each open stream holds one Redis connection in a blocking ``XREAD``, from a client of
-its own (:func:`blocking_client`) whose socket timeout outlasts the block: on the
+its own (``AppState.blocking_redis``) whose socket timeout outlasts the block: on the
 request client's default timeout (5 s in redis-py 8) the read would time out before
 the block ends and drop the stream. The block ends every ``SSE_KEEPALIVE_SECONDS`` with
 a comment line, which keeps proxies from closing an idle connection and lets the server
@@ -35,7 +35,6 @@ from starlette.responses import StreamingResponse
 
 from calls import keys
 from calls.redis_values import entries, stream_entries
-from config.settings import Settings
 from ingest.auth import grant_of
 from ingest.state import app_state
 
@@ -49,16 +48,9 @@ MAX_ID_PART = 2**64 - 1
 SOCKET_MARGIN_S = 10
 
 
-def blocking_client(settings: Settings) -> Redis:
-    """The client for blocking reads: its socket timeout is longer than any block."""
-    assert settings.redis_url
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.sse_keepalive_s + SOCKET_MARGIN_S,
-        socket_connect_timeout=2,
-        health_check_interval=30,
-        max_connections=512,
-    )
+def read_socket_timeout_s(keepalive_s: int) -> int:
+    """The socket timeout of the client that reads for streams: longer than any block."""
+    return keepalive_s + SOCKET_MARGIN_S
 
 
 def _block_ms(keepalive_s: int, expires_at: float) -> int:
