@@ -69,10 +69,11 @@ def _redact_query(query: str) -> str:
 
 def _redact_url(match: re.Match[str]) -> str:
     # The query is what follows the first "?", up to any "#" (as urlsplit splits it,
-    # without its check of the host part, which raises on a stray "[").
+    # without its check of the host part, which raises on a stray "["). A fragment is
+    # read the same way: "#access_token=" is how OAuth's implicit flow hands one over.
     before, _, rest = match.group(0).partition("?")
     query, hash_, fragment = rest.partition("#")
-    return f"{before}?{_redact_query(query)}{hash_}{fragment}"
+    return f"{before}?{_redact_query(query)}{hash_}{_redact_query(fragment)}"
 
 
 def redact(text: str) -> str:

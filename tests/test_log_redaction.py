@@ -54,6 +54,7 @@ def test_every_spelling_the_app_reads_as_a_token_is_redacted() -> None:
         f"/x?%2574oken={value}": "/x?%2574oken=[redacted]",
         f"/x?+token={value}": "/x?+token=[redacted]",
         f"/x?access%5Ftoken={value}#top": "/x?access%5Ftoken=[redacted]#top",
+        f"/x?a=1#access_token={value}&b=2": "/x?a=1#access_token=[redacted]&b=2",
         f"http://h:8000/x?a=1;token={value}": "http://h:8000/x?a=1;token=[redacted]",
     }
     fmt = '%s - "%s %s HTTP/%s" %d'
