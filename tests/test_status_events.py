@@ -165,11 +165,14 @@ def test_a_stream_held_40s_gets_keepalives_and_events_and_stays_open(
 
 def test_a_stream_ends_when_its_token_expires(stack: Stack, redis_url: str) -> None:
     web = stack.start_web(SSE_KEEPALIVE_SECONDS="1")
+    # An hour between keep-alives: the blocking read itself must end at exp.
+    idle_web = stack.start_web(SSE_KEEPALIVE_SECONDS="3600")
     short = token(B, ttl_s=3)
     exp = jwt.decode(short, options={"verify_signature": False})["exp"]
     expiring = SseReader(f"{web}/api/events", {"Authorization": f"Bearer {short}"})
+    idle = SseReader(f"{idle_web}/api/events", {"Authorization": f"Bearer {short}"})
     lasting = SseReader(f"{web}/api/events", auth(B))
-    assert expiring.status == lasting.status == 200
+    assert expiring.status == idle.status == lasting.status == 200
     client = redis.Redis.from_url(redis_url)
     client.xadd(keys.status_stream(B), {"sid": "CA" + "ab" * 16, "status": "queued"})
     wait_for(lambda: len(expiring.statuses()) == 1, "the event before expiry")
@@ -177,6 +180,8 @@ def test_a_stream_ends_when_its_token_expires(stack: Stack, redis_url: str) -> N
     wait_for(expiring.ended.is_set, "the stream to end at the token's exp")
     assert time.time() >= exp  # not before
     assert "keep-alive" in expiring.comments
+    wait_for(idle.ended.is_set, "the idle stream to end at the token's exp")
+    assert len(idle.statuses()) == 1 and idle.comments == []
     # The browser's EventSource comes back with the same token: refused.
     assert (
         httpx.get(f"{web}/api/events", headers={"Authorization": f"Bearer {short}"}).status_code
@@ -187,5 +192,6 @@ def test_a_stream_ends_when_its_token_expires(stack: Stack, redis_url: str) -> N
     wait_for(lambda: len(lasting.statuses()) == 2, "both events on the lasting stream")
     assert not lasting.ended.is_set()
     expiring.close()
+    idle.close()
     lasting.close()
     client.close()
