@@ -30,6 +30,8 @@ DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 DELAYED = "rec_delayed"  # ZSET "b|sid" -> due time (ms): retries waiting out a backoff
 BUSINESSES = "rec_businesses"  # SET of business ids that ever queued work (reconciler)
 STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
+# STRING with a TTL: why handling an EVENTS entry last failed, for its dead letter.
+ENTRY_ERROR = "rec_entry_error:{entry_id}"
 
 
 def slots(b: str) -> str:
@@ -78,6 +80,10 @@ def status_stream(b: str) -> str:
 
 def pending(b: str) -> str:
     return PENDING.format(b=b)
+
+
+def entry_error(entry_id: str) -> str:
+    return ENTRY_ERROR.format(entry_id=entry_id)
 
 
 def delayed_member(b: str, sid: str) -> str:
