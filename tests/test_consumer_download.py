@@ -104,6 +104,18 @@ async def test_retry_after_of_a_429_sets_the_delay(sim: Simulator, ctx: WorkerCo
     assert (done.outcome, done.delay_ms) == ("retry", 7000)
 
 
+async def test_a_stalled_body_times_out_and_is_retried(
+    redis: Redis, sim: Simulator, tmp_path: Path
+) -> None:
+    rec = add_recording(sim, 12)
+    sim.set_faults(rec.recording_sid, [Fault.stall(60.0)])
+    async with worker_context(redis, sim, tmp_path / "slow", read_timeout_s=0.2) as ctx:
+        done = await download(ctx, rec)
+        assert (done.outcome, done.reason) == ("retry", "timeout (ReadTimeout)")
+        assert not stored(ctx, rec.call_sid)
+        assert part_files(ctx) == []
+
+
 async def test_a_body_cut_short_leaves_no_file(sim: Simulator, ctx: WorkerContext) -> None:
     rec = add_recording(sim, 5, size_bytes=256 * 1024)
     sim.set_faults(rec.recording_sid, [Fault.cut_off(after_bytes=100 * 1024)])

@@ -66,6 +66,7 @@ async def worker_context(
     lease_ms: int = 60_000,
     max_attempts: int = 5,
     consumer: str = "unit-worker",
+    read_timeout_s: float = 10.0,
 ) -> AsyncIterator[WorkerContext]:
     settings = load_settings(
         {
@@ -82,7 +83,7 @@ async def worker_context(
         api_base=sim.base_url,
         account_sid=sim.account_sid,
         auth_token=sim.auth_token,
-        read_timeout_s=10.0,
+        read_timeout_s=read_timeout_s,
     )
     ctx = WorkerContext(
         settings=settings,
