@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from calls import keys
+from calls import keys, live_businesses
 from calls.events import Event
-from calls.redis_values import texts
 from consumers import handlers
 from consumers.context import WorkerContext
 from tests.worker_kit import (
@@ -55,7 +54,7 @@ async def test_request_admitted_starts_its_download_under_the_lease_token(
     assert await slot_members(redis) == {A}
     assert starts.calls == [(B, A, await lease_token(redis, A))]
     assert await state_of(redis, A) == "processing"
-    assert texts(await redis.smembers(keys.BUSINESSES)) == [B]
+    assert list(await live_businesses.generations(redis)) == [B]  # the reconciler's index
 
 
 async def test_request_beyond_the_cap_is_queued_and_not_started(
