@@ -4,7 +4,7 @@ success, Twilio's failures, the attempt limit, fencing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,13 @@ from tests.worker_kit import (
 )
 from twilio_sim import Fault, SimRecording, Simulator
 from twilio_sim.models import media_bytes
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    # Each test uses its own recordings: one simulator for the module saves its start-up.
+    with Simulator() as simulator:
+        yield simulator
 
 
 @pytest.fixture

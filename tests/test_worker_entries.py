@@ -4,7 +4,7 @@ simulator): it is dead-lettered with its reason, and the entries after it are se
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,13 @@ from tests.worker_kit import (
     worker_context,
 )
 from twilio_sim import Simulator
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    # Each test uses its own recordings: one simulator for the module saves its start-up.
+    with Simulator() as simulator:
+        yield simulator
 
 
 @pytest.fixture
