@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from typing import Any
@@ -23,6 +22,7 @@ import redis.asyncio as aioredis
 
 from bench import procs
 from callrec.embedded_redis import free_port
+from callrec.processes import stop_process
 from calls.registry import CallRegistry
 from ingest.signed_urls import signed_path
 from tests.stack import Proc, Stack, token
@@ -135,7 +135,11 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
         stack,
         "nginx-signed",
         procs.nginx_xaccel_block(
-            port, web_port, stack.recordings_dir, signed_url_secret=SIGNED_URL_SECRET
+            port,
+            web_port,
+            stack.recordings_dir,
+            stack.tmp / "nginx-signed-access.log",
+            signed_url_secret=SIGNED_URL_SECRET,
         ),
         workers=WEB_PROCESSES,
     )
@@ -178,7 +182,9 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
     nginx = procs.start_nginx(
         stack,
         "nginx-xaccel",
-        procs.nginx_xaccel_block(port, web_port, stack.recordings_dir),
+        procs.nginx_xaccel_block(
+            port, web_port, stack.recordings_dir, stack.tmp / "nginx-xaccel-access.log"
+        ),
         workers=WEB_PROCESSES,
     )
     url = f"http://127.0.0.1:{port}/api/calls/{SID}/recording"
@@ -210,14 +216,9 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
 
 def _stop(stack: Stack, proc: Proc) -> None:
     children = procs.child_pids(proc.popen.pid)
-    proc.popen.terminate()
-    try:
-        proc.popen.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        for pid in children:  # our own server's workers, by pid
+    if stop_process(proc.popen, grace_s=15) == -signal.SIGKILL:
+        print(f"{proc.name} did not stop on SIGTERM within 15 s: killed", file=sys.stderr)
+        for pid in children:  # the killed server's own workers, by pid
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        proc.popen.kill()
-        proc.popen.wait(timeout=15)
-        print(f"{proc.name} did not stop on SIGTERM within 15 s: killed", file=sys.stderr)
     stack.procs.remove(proc)

@@ -41,6 +41,8 @@ LIVE_BUSINESSES = "rec_live_businesses"
 # emptied, by the reconciler after an upgrade.
 LEGACY_BUSINESSES = "rec_businesses"
 STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
+# STRING with a TTL: why handling an EVENTS entry last failed, for its dead letter.
+ENTRY_ERROR = "rec_entry_error:{entry_id}"
 
 
 def slots(b: str) -> str:
@@ -93,6 +95,10 @@ def pending(b: str) -> str:
 
 def tickets(b: str) -> str:
     return TICKETS.format(b=b)
+
+
+def entry_error(entry_id: str) -> str:
+    return ENTRY_ERROR.format(entry_id=entry_id)
 
 
 def delayed_member(b: str, sid: str) -> str:

@@ -15,6 +15,7 @@ download finds the file stored.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from dataclasses import dataclass
@@ -48,21 +49,24 @@ async def run_download(
     sid: str,
     token: str,
     start_download: handlers.StartDownload | None = None,
-) -> None:
-    """``start_download`` starts the downloads this one's release promotes (the worker's
-    own task starter); without it, they get start events."""
+) -> Ending | None:
+    """How the download ended, as its slot's release recorded it; None when nothing was
+    recorded (its lease was lost to a newer holder, or Redis was unreachable).
+    ``start_download`` starts the downloads this one's release promotes (the worker's own
+    task starter); without it, they get start events."""
     log.info("download begins business_id=%s sid=%s token=%s", b, sid, token)
     try:
-        await _run(ctx, b, sid, token, start_download)
+        return await _run(ctx, b, sid, token, start_download)
     except RedisError as exc:
         # Nothing can be recorded without Redis; the lease lapses and the slot script
         # requeues the call at the head of its queue for whichever worker is alive then.
         log.warning("download abandoned business_id=%s sid=%s: redis unavailable (%s)", b, sid, exc)
+        return None
 
 
 async def _run(
     ctx: WorkerContext, b: str, sid: str, token: str, start_download: handlers.StartDownload | None
-) -> None:
+) -> Ending | None:
     started = time.monotonic()
     ending: Ending | None = None
     keeper = None
@@ -89,10 +93,12 @@ async def _run(
         ending = None
     except RedisError:
         raise
-    except StorageUnavailable as exc:
-        # Missing bucket, denied access, S3 down: retried like a Twilio failure, so the
-        # slot is released either way and a lasting problem ends in a dead letter.
-        storage_error = DownloadError(f"storage: {exc.detail}", retryable=True)
+    except (StorageUnavailable, OSError) as exc:
+        # Missing bucket, denied access, S3 down, a full or failing disk (every OSError
+        # here comes from the store: httpx wraps its own): retried like a Twilio failure,
+        # so the slot is released either way and a lasting problem ends in a dead letter.
+        storage_error = DownloadError(f"storage: {_storage_detail(exc)}", retryable=True)
+        log.warning("storage failed business_id=%s sid=%s: %s", b, sid, storage_error.detail)
         ending = await _failure_if_held(ctx, b, sid, token, storage_error)
     except Exception as exc:  # a bug or an unexpected dependency failure: retry it
         log.exception("download crashed business_id=%s sid=%s", b, sid)
@@ -100,6 +106,7 @@ async def _run(
         ending = await _failure_if_held(ctx, b, sid, token, error)
     if ending is not None:
         await _finish(ctx, b, sid, token, ending, time.monotonic() - started, start_download)
+    return ending
 
 
 async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
@@ -176,6 +183,14 @@ async def _after_failure(
     )
     await dead_letter(ctx.redis, b, sid, reason=exc.detail, attempts=attempts)
     return Ending("failed", exc.detail)
+
+
+def _storage_detail(exc: StorageUnavailable | OSError) -> str:
+    if isinstance(exc, StorageUnavailable):
+        return exc.detail
+    code = errno.errorcode.get(exc.errno or 0)
+    what = exc.strerror or type(exc).__name__
+    return f"{what} ({code})" if code else what
 
 
 def _words(text: str) -> str:

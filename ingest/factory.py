@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
-from starlette.types import ASGIApp
 from twilio.request_validator import RequestValidator
 
 from calls.registry import CallRegistry
@@ -27,6 +27,10 @@ from ingest.shutdown import Stopping
 from ingest.signed_media import SignedMediaFront
 from ingest.state import AppState
 from storage.factory import open_store
+
+# A request's commands answer at once: a Redis that stops answering fails the request
+# fast (503) instead of holding it. (redis-py 8's default too; said here, not assumed.)
+REQUEST_SOCKET_TIMEOUT_S = 5
 
 ROUTES = [
     Route("/", page.index, methods=["GET"]),
@@ -47,15 +51,24 @@ ROUTES = [
 ]
 
 
-def create_app(settings: Settings) -> ASGIApp:
+def _client(url: str, socket_timeout_s: float) -> Redis:
+    return Redis.from_url(
+        url,
+        socket_timeout=socket_timeout_s,
+        health_check_interval=30,
+        socket_connect_timeout=2,
+        max_connections=512,
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         assert settings.redis_url
-        redis = Redis.from_url(
-            settings.redis_url,
-            health_check_interval=30,
-            socket_connect_timeout=2,
-            max_connections=512,
+        redis = _client(settings.redis_url, REQUEST_SOCKET_TIMEOUT_S)
+        # A blocking read outlasts REQUEST_SOCKET_TIMEOUT_S: a client of its own.
+        blocking_redis = _client(
+            settings.redis_url, status_events.read_socket_timeout_s(settings.sse_keepalive_s)
         )
         store = open_store(settings)
         token = settings.twilio.auth_token
@@ -64,6 +77,7 @@ def create_app(settings: Settings) -> ASGIApp:
         app.state.callrec = AppState(
             settings=settings,
             redis=redis,
+            blocking_redis=blocking_redis,
             registry=CallRegistry(redis),
             store=store,
             validator=RequestValidator(token) if token else None,
@@ -73,11 +87,21 @@ def create_app(settings: Settings) -> ASGIApp:
             yield
         finally:
             await store.close()
+            await blocking_redis.aclose()
             await redis.aclose()
 
-    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
-    if settings.signed_urls is None:
-        return app
-    # SERVE_VIA=signed: /media/ is where plays redirect to (nginx answers it itself when
-    # it is in front); served ahead of the router, as it is most of a player's requests.
-    return SignedMediaFront(app, settings.signed_urls, settings.recordings_dir)
+    middleware = []
+    if settings.signed_urls is not None:
+        # SERVE_VIA=signed: /media/ is where plays redirect to (nginx answers it itself
+        # when in front). Answered ahead of the router and its exception middleware, as it
+        # is most of a player's requests.
+        middleware.append(
+            Middleware(
+                SignedMediaFront,
+                signed=settings.signed_urls,
+                recordings_dir=settings.recordings_dir,
+            )
+        )
+    return Starlette(
+        routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan, middleware=middleware
+    )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -340,7 +341,7 @@ def thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         hops.append(func.__name__)
         return await real(func, *args)
 
-    monkeypatch.setattr(fileserve.anyio.to_thread, "run_sync", counted)
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
     return hops
 
 

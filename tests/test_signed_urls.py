@@ -158,7 +158,11 @@ def nginx_front(stack: Stack, web: str) -> Iterator[str]:
     """deploy/nginx.conf as shipped, in front of the signed web process."""
     port = free_port()
     block = procs.nginx_xaccel_block(
-        port, int(web.rsplit(":", 1)[1]), stack.recordings_dir, signed_url_secret=SECRET
+        port,
+        int(web.rsplit(":", 1)[1]),
+        stack.recordings_dir,
+        stack.tmp / "nginx-signed-access.log",
+        signed_url_secret=SECRET,
     )
     nginx = procs.start_nginx(stack, "nginx-signed", block, workers=1)
     yield f"http://127.0.0.1:{port}"
@@ -209,7 +213,9 @@ def test_nginx_with_the_placeholder_left_in_serves_no_signed_url(
     rec = register(sim, web, B, 9)
     store(stack, rec)
     port = free_port()
-    block = procs.nginx_xaccel_block(port, int(web.rsplit(":", 1)[1]), stack.recordings_dir)
+    block = procs.nginx_xaccel_block(
+        port, int(web.rsplit(":", 1)[1]), stack.recordings_dir, stack.tmp / "nginx-access.log"
+    )
     procs.start_nginx(stack, "nginx-unset", block, workers=1)
     # Signed with the public placeholder, as anyone reading deploy/nginx.conf could.
     forged = signed_path(
