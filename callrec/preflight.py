@@ -282,10 +282,10 @@ def _twilio(settings: Settings) -> Check:
         answer = httpx.get(url, auth=(sid, token), timeout=TWILIO_TIMEOUT_S)
     except httpx.HTTPError as exc:
         return Check(name, "FAIL", f"{settings.twilio.api_base} unreachable: {exc}")
-    return _judge_account(answer, sid)
+    return judge_account(answer, sid)
 
 
-def _judge_account(answer: httpx.Response, sid: str) -> Check:
+def judge_account(answer: httpx.Response, sid: str) -> Check:
     name = "twilio credentials"
     if answer.status_code == 401:
         return Check(name, "FAIL", f"{sid}: rejected (401): check TWILIO_AUTH_TOKEN")
