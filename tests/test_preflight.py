@@ -44,8 +44,12 @@ def checks(env: Env) -> dict[str, Check]:
 @pytest.fixture
 def eviction_policy(redis_url: str) -> Iterator[Callable[[str], None]]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    before = client.config_get("maxmemory-policy")["maxmemory-policy"]
-    yield lambda policy: bool(client.config_set("maxmemory-policy", policy))
+    before = str(client.config_get("maxmemory-policy")["maxmemory-policy"])
+
+    def set_policy(policy: str) -> None:
+        client.config_set("maxmemory-policy", policy)
+
+    yield set_policy
     client.config_set("maxmemory-policy", before)
     client.close()
 
