@@ -12,7 +12,10 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from callrec.embedded_redis import EmbeddedRedis
+from tests.containers import containers, images
 from tests.stack import Stack
+
+__all__ = ["containers", "images"]  # fixtures of tests/containers.py, for every test file
 
 
 @pytest.fixture(scope="session")
