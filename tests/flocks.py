@@ -43,10 +43,17 @@ def flock_state(path: Path) -> FlockState:
 
 
 def consumer_idle_ms(client: redis.Redis, consumer: str) -> int | None:
-    """Milliseconds since ``consumer`` last called XREADGROUP (or claimed) in the
-    workers' group; None if it never joined."""
-    for info in client.xinfo_consumers(keys.EVENTS, keys.EVENTS_GROUP):
-        name = info["name"]
-        if (name.decode() if isinstance(name, bytes) else name) == consumer:
-            return int(info["idle"])
-    return None
+    """Milliseconds since the worker named ``consumer`` (its ``hostname-pid``; the name
+    in the group adds a random part) last called XREADGROUP or claimed in the workers'
+    group; None if it has not joined."""
+    idle = [
+        int(info["idle"])
+        for info in client.xinfo_consumers(keys.EVENTS, keys.EVENTS_GROUP)
+        if _text(info["name"]).startswith(f"{consumer}-")
+    ]
+    assert len(idle) <= 1, f"several consumers named {consumer}-*"
+    return idle[0] if idle else None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

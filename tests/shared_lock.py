@@ -37,8 +37,8 @@ from twilio_sim import SimRecording, Simulator, media_bytes
 
 @dataclass
 class WorkerHandle:
-    """One worker, wherever it runs: its pid as this host sees it, its consumer name in
-    the group, and how to freeze and thaw it."""
+    """One worker, wherever it runs: its pid as this host sees it, the ``hostname-pid``
+    its consumer name in the group starts with, and how to freeze and thaw it."""
 
     name: str
     pid: int

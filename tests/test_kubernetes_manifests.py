@@ -20,6 +20,7 @@ from calls import keys
 from config.settings import WEB_REQUIRED, WORKER_REQUIRED, load_settings
 from consumers.worker import READ_BLOCK_MS
 from ingest.factory import ROUTES
+from tests.images import APP_REPO
 from tests.kube import (
     KUBERNETES_DIR,
     OVERLAYS,
@@ -37,7 +38,6 @@ from tests.kube import (
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 WEB, WORKER = "callrec-web", "callrec-worker"
 SECRET = "callrec-secrets"
-IMAGE_UID = 10001
 # Variables read by KEDA's scaler from the worker's environment, not by callrec.
 KEDA_ENV = {"REDIS_ADDRESS", "REDIS_PASSWORD"}
 # Contract variables neither overlay sets, and why (deploy/README.md says the same).
@@ -121,6 +121,41 @@ def procfile() -> dict[str, list[str]]:
             name, command = line.split(":", 1)
             commands[name.strip()] = shlex.split(command)
     return commands
+
+
+def dockerfile_final_stage() -> list[tuple[str, str]]:
+    """deploy/Dockerfile's last stage (the image that runs) as (INSTRUCTION, arguments),
+    continuation lines joined."""
+    text = (ROOT / "deploy" / "Dockerfile").read_text().replace("\\\n", " ")
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            instructions.append((word.upper(), rest.strip()))
+    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return instructions[last_from:]
+
+
+def image_facts() -> dict[str, str]:
+    """What the pods must agree with: the user's uid and gid, the exposed port, the
+    environment the image sets, and its working directory."""
+    facts: dict[str, str] = {}
+    for word, rest in dockerfile_final_stage():
+        if word == "RUN" and "useradd" in rest:
+            facts["uid"], facts["gid"] = _number_after("--uid", rest), _number_after("--gid", rest)
+        elif word in ("USER", "EXPOSE", "WORKDIR"):
+            facts[word] = rest
+        elif word == "ENV":
+            for name, value in re.findall(r"(\w+)=(\S+)", rest):
+                facts[f"ENV {name}"] = value
+    return facts
+
+
+def _number_after(flag: str, command: str) -> str:
+    match = re.search(rf"{flag} (\d+)", command)
+    assert match, f"no {flag} in the Dockerfile's {command!r}"
+    return match.group(1)
 
 
 def bench_memory_mib() -> dict[str, tuple[float, float]]:
@@ -322,15 +357,30 @@ def test_web_and_worker_run_the_same_image(overlay: Rendered) -> None:
     images = {overlay.container(name)["image"] for name in (WEB, WORKER)}
     assert len(images) == 1
     [image] = images
-    assert re.fullmatch(r"callrec:[\w.-]+", image), image
+    repository, _, tag = image.partition(":")
+    assert repository == APP_REPO and tag, image  # what tests/images.py builds
+
+
+def test_pods_match_the_dockerfile(overlay: Rendered) -> None:
+    facts = image_facts()
+    assert facts["USER"] != "root"
+    web = overlay.container(WEB)
+    assert [str(p["containerPort"]) for p in web["ports"]] == [facts["EXPOSE"]]
+    assert "${PORT:-" + facts["EXPOSE"] + "}" in procfile()["web"]
+    assert overlay.config()["RECORDINGS_DIR"] == facts["ENV RECORDINGS_DIR"]
+    for name in (WEB, WORKER):
+        # The Procfile's module paths resolve from the image's working directory.
+        assert "workingDir" not in overlay.container(name), facts["WORKDIR"]
 
 
 def test_pods_run_as_the_images_non_root_user(overlay: Rendered) -> None:
+    facts = image_facts()
+    uid, gid = int(facts["uid"]), int(facts["gid"])
     for name in (WEB, WORKER):
         pod = overlay.pod_spec(name)["securityContext"]
         assert pod["runAsNonRoot"] is True
-        assert pod["runAsUser"] == IMAGE_UID and pod["runAsGroup"] == IMAGE_UID
-        assert pod["fsGroup"] == IMAGE_UID, "volumes must be writable by that user"
+        assert pod["runAsUser"] == uid and pod["runAsGroup"] == gid
+        assert pod["fsGroup"] == gid, "volumes must be writable by that user"
         container = overlay.container(name)["securityContext"]
         assert container["allowPrivilegeEscalation"] is False
         assert container["readOnlyRootFilesystem"] is True

@@ -1,6 +1,6 @@
 """The file lock between worker processes on this host: a second worker blocked on it
 waits, then finds the file the first one stored, and Twilio sees one download
-(the scenario: tests/shared_lock.py)."""
+(the scenario: tests/shared_lock.py; across containers: tests/test_shared_volume_containers.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def handle(proc: Proc) -> WorkerHandle:
     return WorkerHandle(
         name=proc.name,
         pid=pid,
-        consumer=f"{socket.gethostname()}-{pid}",  # consumers/__main__.py names itself so
+        consumer=f"{socket.gethostname()}-{pid}",  # consumers.__main__.consumer_name()
         pause=lambda: os.kill(pid, signal.SIGSTOP),
         resume=lambda: os.kill(pid, signal.SIGCONT),
     )
