@@ -12,7 +12,7 @@ case "${1:-web}" in
         ;;
     check)
         shift
-        exec python3 -m callrec check "$@"
+        exec python -m callrec check "$@"
         ;;
     *)
         exec "$@"
