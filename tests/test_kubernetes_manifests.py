@@ -114,6 +114,14 @@ def readme_variables() -> set[str]:
     return names
 
 
+def settings_variables() -> set[str]:
+    """The variables config/settings.py reads (beyond the contract: e.g. tuning knobs)."""
+    source = (ROOT / "config" / "settings.py").read_text()
+    names = set(re.findall(r'(?:read\.\w+|required)\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    assert {"REDIS_URL", "STORAGE", "SHUTDOWN_GRACE_SECONDS"} <= names
+    return names
+
+
 def procfile() -> dict[str, list[str]]:
     commands = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
@@ -419,7 +427,7 @@ def test_memory_requests_and_limits_cover_the_bench_figures(overlay: Rendered) -
 
 
 def test_every_variable_is_one_callrec_or_keda_reads(overlay: Rendered) -> None:
-    known = contract_variables() | readme_variables()
+    known = contract_variables() | readme_variables() | settings_variables()
     assert set(overlay.config()) <= known, set(overlay.config()) - known
     for name in (WEB, WORKER):
         env = {e["name"] for e in overlay.container(name)["env"]}
@@ -475,6 +483,7 @@ def test_shared_volume_mounts_one_read_write_many_claim_everywhere(
 ) -> None:
     rendered = overlays["shared-volume"]
     assert rendered.config()["STORAGE"] == "disk"
+    assert rendered.config()["RECORDINGS_DIR_SHARED"] == "true"  # for `callrec check`
     [claim] = rendered.all("PersistentVolumeClaim")
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     for name in (WEB, WORKER):
