@@ -85,13 +85,20 @@ class Pods:
     secrets: Mapping[str, str]  # the Secret's keys the containers need
     started: list[Pod] = field(default_factory=list)
 
-    def _start(self, deployment: str, hostname: str, env: Mapping[str, str], port: int = 0) -> Pod:
+    def _start(
+        self,
+        deployment: str,
+        hostname: str,
+        env: Mapping[str, str],
+        port: int = 0,
+        command: list[str] | None = None,
+    ) -> Pod:
         container_spec = self.overlay.container(deployment)
         pod_spec = self.overlay.pod_spec(deployment)
         security = pod_spec["securityContext"]
         repository, _tag = container_spec["image"].split(":", 1)
         assert self.images.app.split(":", 1)[0] == repository, "not the manifest's image"
-        command = list(container_spec["command"])
+        command = list(command or container_spec["command"])
         if port:
             command[command.index("--port") + 1] = str(port)
         mounts = {m["name"]: m["mountPath"] for m in container_spec.get("volumeMounts", [])}
@@ -161,6 +168,13 @@ class Pods:
         finally:
             client.close()
         return pod
+
+    def exec_like(self, deployment: str, command: list[str], **env: str) -> tuple[int, str]:
+        """``command`` in a container set up as ``deployment``'s pod (what ``kubectl exec``
+        into one would run with); returns its exit status and output."""
+        pod = self._start(deployment, f"exec-{len(self.started)}", env, command=command)
+        status = pod.container.get_wrapped_container().wait(timeout=START_TIMEOUT_S)
+        return int(status["StatusCode"]), pod.logs()
 
     def stop_all(self) -> None:
         for pod in reversed(self.started):

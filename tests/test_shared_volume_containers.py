@@ -14,6 +14,7 @@ bind-mount one host directory as RECORDINGS_DIR with STORAGE=disk.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from tests.flocks import FlockState, flock_state
 from tests.helpers import click_together, play, play_until_stored, register
 from tests.images import Images
 from tests.kube import Rendered, render_overlay
-from tests.pod_containers import WORKER, Pod, Pods
+from tests.pod_containers import WEB, WORKER, Pod, Pods
 from tests.shared_lock import (
     WorkerHandle,
     lock_path,
@@ -93,6 +94,11 @@ def test_pods_sharing_a_volume_download_once_lock_across_containers_and_survive_
     env = {**TEST_ENV, "TWILIO_API_BASE": sim.base_url}
     web = pods.web(**env)
     workers = [pods.worker(redis_url, **env) for _ in range(2)]
+    # The operator's preflight, as deploy/README.md says to run it in a web pod: the
+    # volume is writable by the pods' user on a read-only root, and said to be shared.
+    status, output = pods.exec_like(WEB, ["python", "-m", "callrec", "check"], **env)
+    assert status == 0, output
+    assert re.search(r"^storage shared.*\bok\b", output, re.M), output
     by_pid = {w.pid: w.name for w in workers}
     shared = pods.recordings_dir
     client = redis.Redis.from_url(redis_url)
