@@ -143,6 +143,8 @@ def test_pods_sharing_a_volume_download_once_lock_across_containers_and_survive_
                 )
         assert [sim.media_requests(r.recording_sid) for r in together] == [1, 1, 1]
         assert sim.max_concurrent(B1) <= 3
+        # Each waiter found the file its holder stored.
+        assert value(scrape(web.url), "callrec_lock_waits_total", outcome="stored") == 3
 
         # 2. One more, made to cross containers: the lock holder is frozen, so the other
         # worker takes the second business's request and blocks on the lock.
@@ -158,7 +160,7 @@ def test_pods_sharing_a_volume_download_once_lock_across_containers_and_survive_
         )
         assert seen.holder != seen.waiter
         assert sim.media_requests(contended.recording_sid) == 1
-        samples = scrape(web.url)
+        samples = scrape(web.url)  # the one more is the waiter in the other container
         assert value(samples, "callrec_lock_waits_total", outcome="stored") == 4
         assert value(samples, "callrec_lock_waits_total", outcome="missing") == 0
 
@@ -213,12 +215,14 @@ def test_pods_sharing_a_volume_download_once_lock_across_containers_and_survive_
     assert len(orphans) <= 1 and all(killed.call_sid in name for name in orphans)
     assert flock_state(lock_path(shared, killed.call_sid)).holders == frozenset()
 
-    plays = len(statuses) + 2 * 2 + 1  # clicks, the scenario's two plays, the kill's play
+    found = value(samples, "callrec_lock_waits_total", outcome="stored")
+    lease_s = TEST_ENV["INFLIGHT_TTL_SECONDS"]
     print(
-        f"\nshared volume: plays={plays} media_requests="
-        f"{[sim.media_requests(r.recording_sid) for r in every]} lock_waits_stored="
-        f"{value(samples, 'callrec_lock_waits_total', outcome='stored'):.0f} "
-        f"(seen in /proc/locks: {len(pairs) + 1}, across containers: {across_containers + 1}) "
-        f"torn={watcher.torn} reads={watcher.reads} recovery_after_kill_s={recovery_s:.2f} "
-        f"orphaned_parts={len(orphans)}"
+        f"\nshared volume: simultaneous plays={len(statuses)} (3 recordings x 2 businesses x "
+        f"{CLICKS}), media requests per recording="
+        f"{[sim.media_requests(r.recording_sid) for r in every]} (the last one killed), "
+        f"lock waits that found the file={found:.0f} (holder and waiter in /proc/locks: "
+        f"{len(pairs) + 1}, of them across containers: {across_containers + 1}), "
+        f"torn views={watcher.torn} of {watcher.reads} reads, stored {recovery_s:.2f} s "
+        f"after docker kill (lease {lease_s} s), orphaned staging files={len(orphans)}"
     )
