@@ -22,7 +22,8 @@ from tests.helpers import click_together, play, register
 from tests.stack import JWT_SECRET, wait_for
 from twilio_sim import Simulator, media_bytes
 
-pytestmark = pytest.mark.containers
+# The first test's setup may wait for the images' build (minutes on a fresh machine).
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
 B1, B2 = "biz1", "biz2"
 CACHE_DIR = "/var/lib/callrec/recordings"  # the image's RECORDINGS_DIR
