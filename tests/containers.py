@@ -12,7 +12,13 @@ test asks for and removes it all at the end:
     web = containers.web(env)                       # the Procfile's web, /healthz answered
     worker = containers.worker(env, redis_url)      # registered in the consumer group
     redis_url = containers.redis().url
-    containers.app("check", env)                    # any command of the image
+    containers.app("check", env=env)                # any command of the image
+
+``volumes`` map host paths to container paths (read-write): the image runs as uid/gid
+10001, so a host directory shared by a web and a worker must be writable by it (e.g.
+``os.chown(path, 10001, 10001)`` as root). A test file using these fixtures should carry
+``pytest.mark.containers`` and a long ``pytest.mark.timeout``: the first test's setup may
+wait for the images to build.
 """
 
 from __future__ import annotations
