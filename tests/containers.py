@@ -191,13 +191,16 @@ def consumer_count(client: redis.Redis) -> int:
 
 @pytest.fixture(scope="session")
 def images() -> Images:
+    problem = ""
     try:
         built, _reports = ensure_images()
     except DockerUnavailable as exc:
-        pytest.fail(f"container tests need a Docker engine: {exc}", pytrace=False)
+        problem = f"container tests need a Docker engine: {exc}"
     except subprocess.CalledProcessError as exc:
         tail = "\n".join(str(exc.stderr).splitlines()[-15:])
-        pytest.fail(f"building the test images failed: {' '.join(exc.cmd[:3])}\n{tail}")
+        problem = f"building the test images failed: {' '.join(exc.cmd[:3])}\n{tail}"
+    if problem:  # failed outside the except blocks: one message, no traceback chain
+        pytest.fail(problem, pytrace=False)
     return built
 
 
