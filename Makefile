@@ -24,10 +24,14 @@ dev-s3: install
 test: install
 	tests/install-browser.sh
 	tests/docker-up.sh
-	$(BIN)/python -m tests.images || true
+	@mkdir -p test-report
+	@# The images build while lint, types and the other tests run; the container tests
+	@# run last and wait for that build (a file lock), or build what is still missing.
+	$(BIN)/python -m tests.images > test-report/images.log 2>&1 &
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+	@cat test-report/images.log
 
 ## Crash-safety trials: kill -9 of workers mid-download, CHAOS_TRIALS times (default 50);
 ## prints lost / duplicated / torn / max recovery time.

@@ -12,7 +12,13 @@ test asks for and removes it all at the end:
     web = containers.web(env)                       # the Procfile's web, /healthz answered
     worker = containers.worker(env, redis_url)      # registered in the consumer group
     redis_url = containers.redis().url
-    containers.app("check", env)                    # any command of the image
+    containers.app("check", env=env)                # any command of the image
+
+``volumes`` map host paths to container paths (read-write): the image runs as uid/gid
+10001, so a host directory shared by a web and a worker must be writable by it (e.g.
+``os.chown(path, 10001, 10001)`` as root). A test file using these fixtures should carry
+``pytest.mark.containers`` and a long ``pytest.mark.timeout``: the first test's setup may
+wait for the images to build.
 """
 
 from __future__ import annotations
@@ -185,13 +191,16 @@ def consumer_count(client: redis.Redis) -> int:
 
 @pytest.fixture(scope="session")
 def images() -> Images:
+    problem = ""
     try:
         built, _reports = ensure_images()
     except DockerUnavailable as exc:
-        pytest.fail(f"container tests need a Docker engine: {exc}", pytrace=False)
+        problem = f"container tests need a Docker engine: {exc}"
     except subprocess.CalledProcessError as exc:
         tail = "\n".join(str(exc.stderr).splitlines()[-15:])
-        pytest.fail(f"building the test images failed: {' '.join(exc.cmd[:3])}\n{tail}")
+        problem = f"building the test images failed: {' '.join(exc.cmd[:3])}\n{tail}"
+    if problem:  # failed outside the except blocks: one message, no traceback chain
+        pytest.fail(problem, pytrace=False)
     return built
 
 

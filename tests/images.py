@@ -120,9 +120,10 @@ def require_engine() -> None:
     try:
         docker("version", "--format", "{{.Server.Version}}", timeout_s=20)
     except subprocess.CalledProcessError as exc:
+        said = " ".join(str(exc.stderr).split()) or f"exit status {exc.returncode}"
         raise DockerUnavailable(
-            f"no Docker engine answers ({str(exc.stderr).splitlines()[-1:]}): run "
-            "tests/docker-up.sh as root, or deselect with -m 'not containers'"
+            f"no Docker engine answers ({said}); run tests/docker-up.sh as root, "
+            "or deselect with -m 'not containers'"
         ) from None
 
 

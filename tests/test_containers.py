@@ -22,7 +22,8 @@ from tests.helpers import click_together, play, register
 from tests.stack import JWT_SECRET, wait_for
 from twilio_sim import Simulator, media_bytes
 
-pytestmark = pytest.mark.containers
+# The first test's setup may wait for the images' build (minutes on a fresh machine).
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
 B1, B2 = "biz1", "biz2"
 CACHE_DIR = "/var/lib/callrec/recordings"  # the image's RECORDINGS_DIR
@@ -185,6 +186,9 @@ def test_killed_worker_host_mid_download_the_other_finishes(
     killed_at = time.monotonic()
     first.kill()
     wait_for(lambda: not first.running(), "the killed worker to be gone")
+    # The simulator saw its connection close (the held request left in-flight), so
+    # releasing the hold cannot hand that body to anyone.
+    wait_for(lambda: sim.current_concurrent(B1) == 0, "the killed worker's request to drop")
     sim.hold_media = False
     answer = serve(web.url, B1, rec.call_sid)
     recovery_s = time.monotonic() - killed_at

