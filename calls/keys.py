@@ -37,6 +37,8 @@ LIVE_BUSINESSES = "rec_live_businesses"
 # emptied, by the reconciler after an upgrade.
 LEGACY_BUSINESSES = "rec_businesses"
 STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
+# STRING with a TTL: why handling an EVENTS entry last failed, for its dead letter.
+ENTRY_ERROR = "rec_entry_error:{entry_id}"
 
 
 def slots(b: str) -> str:
@@ -85,6 +87,10 @@ def status_stream(b: str) -> str:
 
 def pending(b: str) -> str:
     return PENDING.format(b=b)
+
+
+def entry_error(entry_id: str) -> str:
+    return ENTRY_ERROR.format(entry_id=entry_id)
 
 
 def delayed_member(b: str, sid: str) -> str:
