@@ -14,13 +14,20 @@ Cache hits and misses on play are ``callrec_play_requests_total{result="hit"}`` 
 from storage) and ``{result="pending"}`` (not stored: 202, a download requested or
 already under way).
 
-Per-business gauges have bounded label cardinality: the ``TOP_BUSINESSES`` (20) with the
-most slots held plus requests queued get a ``business_id`` label; the unlabelled totals
-cover every business.
+With ``METRICS_TOKEN`` set, a scrape must send ``Authorization: Bearer <METRICS_TOKEN>``
+(compared in constant time), else 401; unset, ``/metrics`` is open (keep it off the
+public network then).
+
+Per-business figures come from the index of businesses with live work
+(``calls/live_businesses.py``): a scrape costs one round trip of two commands per
+business with work, not per business ever seen. Per-business gauges have bounded
+label cardinality: the ``TOP_BUSINESSES`` (20) with the most slots held plus requests
+queued get a ``business_id`` label; the unlabelled totals cover every business.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -36,8 +43,9 @@ from redis.exceptions import ResponseError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from calls import keys, stats
-from calls.redis_values import texts
+from calls import keys, live_businesses, stats
+from calls.digits import ascii_digits
+from calls.errors import Unauthorized
 from ingest.state import app_state
 
 TOP_BUSINESSES = 20
@@ -100,7 +108,7 @@ class _Snapshot(Collector):
         for field, value in sorted(c.items()):
             if field.startswith(stats.TWILIO_PREFIX):
                 label = field.removeprefix(stats.TWILIO_PREFIX)
-                (responses if label.isdigit() else failures).add_metric([label], value)
+                (responses if ascii_digits(label) else failures).add_metric([label], value)
         yield responses
         yield failures
         in_use = GaugeMetricFamily("callrec_slots_in_use", "Download slots held, all businesses")
@@ -153,7 +161,7 @@ def _histogram(
 
 
 async def _per_business(redis: Redis) -> list[tuple[str, int, int]]:
-    businesses = texts(await redis.smembers(keys.BUSINESSES))
+    businesses = list(await live_businesses.generations(redis))
     async with redis.pipeline(transaction=False) as pipe:
         for b in businesses:
             pipe.scard(keys.slots(b))
@@ -173,8 +181,19 @@ async def _stream_figures(redis: Redis) -> tuple[int, int]:
     return 0, 0
 
 
+def _check_scraper(request: Request, metrics_token: str | None) -> None:
+    if metrics_token is None:
+        return
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    sent = value.strip().encode() if scheme.lower() == "bearer" else b""
+    if not hmac.compare_digest(sent, metrics_token.encode()):
+        raise Unauthorized("/metrics wants Authorization: Bearer <METRICS_TOKEN>")
+
+
 async def metrics(request: Request) -> Response:
-    redis = app_state(request).redis
+    state = app_state(request)
+    _check_scraper(request, state.settings.metrics_token)
+    redis = state.redis
     pending, lag = await _stream_figures(redis)
     snapshot = _Snapshot(
         counters=await stats.snapshot(redis),
