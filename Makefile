@@ -25,9 +25,10 @@ test: install
 	tests/install-browser.sh
 	tests/docker-up.sh
 	@mkdir -p test-report
-	@# The images build while lint, types and the other tests run; the container tests
-	@# run last and wait for that build (a file lock), or build what is still missing.
-	$(BIN)/python -m tests.images > test-report/images.log 2>&1 &
+	@# The images build while lint, types and the other tests run (at the lowest CPU
+	@# priority); the container tests run last and wait for that build (a file lock), or
+	@# build what is still missing.
+	nice -n 19 $(BIN)/python -m tests.images > test-report/images.log 2>&1 &
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
