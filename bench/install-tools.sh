@@ -26,7 +26,7 @@ fi
 
 if ! "$venv/bin/python" -c "import granian" 2>/dev/null; then
   echo "installing granian into $venv"
-  "$venv/bin/pip" install -q -e '.[test,granian]'
+  "$venv/bin/pip" install -q -e '.[dev,test,granian]'
 fi
 
 peers=$("$venv/bin/python" -c "from bench.peers import peers_dir; print(peers_dir() or '')")
