@@ -22,6 +22,8 @@ CALL_PREFIX = "rec_call:{{{b}}}:"
 CALLS_BY_TIME = "rec_calls:{{{b}}}"  # ZSET sid -> started_at (ms), for listing
 STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
 PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repair scans it)
+BACKFILL = "rec_backfill:{{{b}}}"  # HASH: a backfill's cursor and counters (lifecycle.backfill)
+BACKLOG = "rec_backlog:{{{b}}}"  # LIST of slot members a backfill wants downloaded, oldest first
 
 # --- global --------------------------------------------------------------------------
 EVENTS = "rec_events"  # STREAM: request/start/done events, consumer group below
@@ -30,6 +32,7 @@ DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 DELAYED = "rec_delayed"  # ZSET "b|sid" -> due time (ms): retries waiting out a backoff
 BUSINESSES = "rec_businesses"  # SET of business ids that ever queued work (reconciler)
 STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
+BACKLOG_BUSINESSES = "rec_backlog_businesses"  # SET of businesses with a non-empty backlog
 
 
 def slots(b: str) -> str:
@@ -78,6 +81,14 @@ def status_stream(b: str) -> str:
 
 def pending(b: str) -> str:
     return PENDING.format(b=b)
+
+
+def backfill(b: str) -> str:
+    return BACKFILL.format(b=b)
+
+
+def backlog(b: str) -> str:
+    return BACKLOG.format(b=b)
 
 
 def delayed_member(b: str, sid: str) -> str:

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from calls import keys
 from calls.errors import BadRequest
@@ -126,6 +127,58 @@ class CallRegistry:
             keys=[keys.call(b, sid), keys.calls_by_time(b)], args=argv
         )
         return int(applied) == 1
+
+    async def queue_call_status(
+        self,
+        pipe: Pipeline,
+        b: str,
+        sid: str,
+        *,
+        sequence: int,
+        started_at_ms: int,
+        fields: Mapping[str, str],
+    ) -> None:
+        """:meth:`apply_call_status` queued on ``pipe`` (a backfill writes a page at once)."""
+        argv: list[str | int] = [sid, sequence, started_at_ms]
+        for name, value in fields.items():
+            argv += [name, value]
+        await self._call_status(
+            keys=[keys.call(b, sid), keys.calls_by_time(b)], args=argv, client=pipe
+        )
+
+    async def queue_recording_status(
+        self,
+        pipe: Pipeline,
+        b: str,
+        sid: str,
+        *,
+        recording_sid: str,
+        twilio_status: str,
+        duration: str,
+        now_ms: int,
+    ) -> None:
+        """:meth:`apply_recording_status` queued on ``pipe``."""
+        await self._recording_status(
+            keys=[keys.call(b, sid), keys.calls_by_time(b), keys.status_stream(b)],
+            args=[sid, recording_sid, twilio_status, duration, now_ms],
+            client=pipe,
+        )
+
+    async def recordings_unknown(
+        self, b: str, pairs: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """The (call_sid, recording_sid) pairs the registry does not hold yet."""
+        if not pairs:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call_sid, _ in pairs:
+                pipe.hget(keys.call(b, call_sid), "rec_sid")
+            held = await pipe.execute()
+        return [
+            pair
+            for pair, have in zip(pairs, held, strict=True)
+            if have is None or text(have) != pair[1]
+        ]
 
     async def apply_recording_status(
         self,

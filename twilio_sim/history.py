@@ -30,6 +30,7 @@ class CallLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: dict[str, SimCall] = {}
+        self._listing_requests = 0
 
     def add_many(self, calls: list[SimCall]) -> None:
         with self._lock:
@@ -37,8 +38,18 @@ class CallLog:
                 self._calls[call.call_sid] = call
 
     def snapshot(self) -> list[SimCall]:
+        """Every call; counts as one listing request."""
         with self._lock:
+            self._listing_requests += 1
             return list(self._calls.values())
+
+    def listing_requests(self) -> int:
+        with self._lock:
+            return self._listing_requests
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self._listing_requests = 0
 
     def __len__(self) -> int:
         with self._lock:

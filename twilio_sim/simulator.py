@@ -215,7 +215,8 @@ class Simulator:
         return self._state.order_started(business_id)
 
     def listing_requests(self) -> int:
-        return self._state.listing_requests()
+        """Recordings and calls list requests (per call, and account-wide)."""
+        return self._state.listing_requests() + self._calls.listing_requests()
 
     def first_media_request_times(self) -> dict[str, float]:
         """call_sid -> ``time.monotonic()`` of its first media request (this process's clock)."""
@@ -236,6 +237,7 @@ class Simulator:
 
     def reset_counters(self) -> None:
         self._state.reset_counters()
+        self._calls.reset_counters()
 
     # webhooks
 
