@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from storage.staging import StagingFile
 
 # fullmatch only: re.match or a trailing "$" would let "CA...\n" or "CA.../../x" through.
-CALL_SID_RE = re.compile(r"CA[0-9a-f]{32}")
+# A call's primary recording is stored under its Call SID, any other recording under its
+# Recording SID.
+CALL_SID_RE = re.compile(r"(?:CA|RE)[0-9a-f]{32}")
 
 
 class InvalidSid(ValueError):
@@ -21,7 +23,9 @@ class InvalidSid(ValueError):
 
 def validate_sid(call_sid: str) -> str:
     if not isinstance(call_sid, str) or not CALL_SID_RE.fullmatch(call_sid):
-        raise InvalidSid(f"not a Twilio Call SID (CA + 32 lowercase hex): {call_sid!r}")
+        raise InvalidSid(
+            f"not a Twilio Call or Recording SID (CA or RE + 32 lowercase hex): {call_sid!r}"
+        )
     return call_sid
 
 
@@ -55,6 +59,11 @@ class RecordingStore(Protocol):
 
     async def publish(self, staged: StagingFile) -> StoredRecording:
         """Make the staged bytes the recording, all at once."""
+        ...
+
+    async def delete(self, call_sid: str) -> bool:
+        """Remove every stored copy (file, cached file, object); True when one existed.
+        A response already streaming an open file finishes; nothing new is served."""
         ...
 
     async def startup(self) -> None:
