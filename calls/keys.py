@@ -33,6 +33,8 @@ DELAYED = "rec_delayed"  # ZSET "b|sid" -> due time (ms): retries waiting out a 
 BUSINESSES = "rec_businesses"  # SET of business ids that ever queued work (reconciler)
 STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
 BACKLOG_BUSINESSES = "rec_backlog_businesses"  # SET of businesses with a non-empty backlog
+TWILIO_DELETES = "rec_twilio_deletes"  # ZSET "b|RE..." -> due ms: Twilio copies to delete
+TWILIO_DELETE_ATTEMPTS = "rec_twilio_delete_attempts"  # HASH "b|RE..." -> failed attempts
 
 
 def slots(b: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from twilio_sim.errors import not_found, twilio_error
+from twilio_sim.errors import fault_response, not_found, twilio_error
 from twilio_sim.history import CallLog, SimCall
-from twilio_sim.models import SimRecording
+from twilio_sim.models import Fault, SimRecording
 from twilio_sim.resources import API_VERSION, recording_json
 from twilio_sim.state import MediaSettings, SimState
 
@@ -44,7 +44,16 @@ class DeletionLog:
         self._lock = threading.Lock()
         self._deletes: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
+        self._failures: deque[Fault] = deque()
         self.on_delete: Callable[[SimRecording], None] | None = None
+
+    def fail_next(self, faults: list[Fault]) -> None:
+        with self._lock:
+            self._failures.extend(faults)
+
+    def next_failure(self) -> Fault | None:
+        with self._lock:
+            return self._failures.popleft() if self._failures else None
 
     def record(self, recording_sid: str, existed: bool) -> None:
         with self._lock:
@@ -246,6 +255,9 @@ def account_routes(
     async def delete_recording(request: Request) -> Response:
         name: str = request.path_params["name"]
         sid = name.removesuffix(".json")
+        fault = deletions.next_failure()
+        if fault is not None:
+            return fault_response(fault, request.url.path)
         rec = state.get(sid)
         if rec is None:
             deletions.record(sid, existed=False)

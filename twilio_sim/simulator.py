@@ -222,6 +222,10 @@ class Simulator:
         """call_sid -> ``time.monotonic()`` of its first media request (this process's clock)."""
         return self._state.first_media_request_times()
 
+    def fail_deletes(self, faults: list[Fault]) -> None:
+        """The next DELETEs (of any recording) answer with these faults, in order."""
+        self._deletions.fail_next(faults)
+
     def deletes(self, recording_sid: str) -> int:
         """Successful DELETEs of a recording (a second one is answered 404, not counted)."""
         return self._deletions.deletes(recording_sid)
