@@ -1,5 +1,6 @@
 """``callrec``: ``dev`` runs the stack locally; ``token`` prints an API token;
-``status`` and ``dead-letters`` are the operator's views; ``backfill`` imports the past."""
+``status`` and ``dead-letters`` are the operator's views; ``backfill`` imports the past;
+``erase`` forgets recordings for good."""
 
 from __future__ import annotations
 
@@ -70,6 +71,21 @@ def _backfill(args: argparse.Namespace) -> int:
     return run_backfill(settings, request)
 
 
+def _erase(args: argparse.Namespace) -> int:
+    from callrec.lifecycle_cmds import erase
+    from calls import sids
+    from calls.errors import BadRequest
+
+    try:
+        sids.business_id(args.business)
+        call = sids.call_sid(args.call, what="--call") if args.call else None
+    except BadRequest as exc:
+        print(f"callrec erase: {exc.detail}", file=sys.stderr)
+        return 2
+    settings = load_settings(require=("REDIS_URL",))
+    return asyncio.run(erase(settings, args.business, call))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fill.add_argument("--page-size", type=int, default=1000, help=argparse.SUPPRESS)
     fill.set_defaults(func=_backfill)
+
+    erase = sub.add_parser(
+        "erase", help="erase a call's recordings (or a whole business's), for good"
+    )
+    erase.add_argument("--business", required=True)
+    which = erase.add_mutually_exclusive_group(required=True)
+    which.add_argument("--call", metavar="CA...", help="this call")
+    which.add_argument("--all", action="store_true", help="every call of the business")
+    erase.set_defaults(func=_erase)
     return parser
 
 

@@ -68,3 +68,33 @@ def run_backfill(settings: Settings, request: BackfillRequest) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+async def erase(settings: Settings, business: str, call_sid: str | None) -> int:
+    from calls.errors import NotFound
+    from lifecycle.erasure import Eraser
+    from storage.factory import open_store
+
+    assert settings.redis_url
+    redis = Redis.from_url(settings.redis_url)
+    store = open_store(settings)
+    try:
+        eraser = Eraser(redis, CallRegistry(redis), store)
+        if call_sid is None:
+            count = await eraser.erase_business(business)
+            print(f"erased business={business}: {count} calls newly erased")
+            return 0
+        try:
+            done = await eraser.erase_call(business, call_sid)
+        except NotFound:
+            print(f"callrec erase: no call {call_sid} for business {business}", file=sys.stderr)
+            return 1
+    finally:
+        await store.close()
+        await redis.aclose()
+    state = "was erased already" if done.already else "erased"
+    print(
+        f"call {done.call_sid} {state}: {len(done.recording_sids)} recordings, "
+        f"{done.files_removed} files removed; Twilio's copies are deleted by the workers"
+    )
+    return 0

@@ -23,6 +23,8 @@ CALLS_BY_TIME = "rec_calls:{{{b}}}"  # ZSET sid -> started_at (ms), for listing
 STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
 PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repair scans it)
 BACKFILL = "rec_backfill:{{{b}}}"  # HASH: a backfill's cursor and counters (lifecycle.backfill)
+ERASED = "rec_erased:{{{b}}}"  # SET of tombstones: erased slot members and recording SIDs
+RETENTION = "rec_retention:{{{b}}}"  # STRING: the last call retention erased (its cursor)
 BACKLOG = "rec_backlog:{{{b}}}"  # LIST of slot members a backfill wants downloaded, oldest first
 
 # --- global --------------------------------------------------------------------------
@@ -32,6 +34,7 @@ DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 DELAYED = "rec_delayed"  # ZSET "b|sid" -> due time (ms): retries waiting out a backoff
 BUSINESSES = "rec_businesses"  # SET of business ids that ever queued work (reconciler)
 STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
+KNOWN_BUSINESSES = "rec_known_businesses"  # SET of businesses with calls (retention visits)
 BACKLOG_BUSINESSES = "rec_backlog_businesses"  # SET of businesses with a non-empty backlog
 TWILIO_DELETES = "rec_twilio_deletes"  # ZSET "b|RE..." -> due ms: Twilio copies to delete
 TWILIO_DELETE_ATTEMPTS = "rec_twilio_delete_attempts"  # HASH "b|RE..." -> failed attempts
@@ -83,6 +86,14 @@ def status_stream(b: str) -> str:
 
 def pending(b: str) -> str:
     return PENDING.format(b=b)
+
+
+def erased(b: str) -> str:
+    return ERASED.format(b=b)
+
+
+def retention(b: str) -> str:
+    return RETENTION.format(b=b)
 
 
 def backfill(b: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -21,8 +22,17 @@ from calls.errors import BadRequest
 from calls.redis_values import text, text_map
 
 # What the API calls a recording's status; the slot scripts write these words.
-STATES = ("none", "available", "queued", "processing", "ready", "failed")
+STATES = ("none", "available", "queued", "processing", "ready", "failed", "erased")
 PENDING_STATES = ("queued", "processing")
+
+
+STATUS_STREAM_MAXLEN = 1000
+KNOWN_BUSINESSES_CACHED = 100_000
+
+
+def twilio_delete_entry(b: str, recording_sid: str, member: str) -> str:
+    """A member of ``keys.TWILIO_DELETES`` (read back by ``lifecycle.twilio_deletes``)."""
+    return f"{b}|{recording_sid}|{member}"
 
 
 def _lua(name: str) -> str:
@@ -75,6 +85,11 @@ class Call:
             "recording": {
                 "status": self.state,
                 "duration": _int_or_none(f.get("rec_duration")),
+                "recording_sid": f.get("rec_sid") or None,
+                "channels": _int_or_none(f.get("channels")),
+                "error_code": _int_or_none(f.get("error_code")),
+                # Where Twilio's copy is: kept, deleting (queued), deleted.
+                "twilio_copy": f.get("twilio_copy", "kept"),
             },
         }
 
@@ -116,10 +131,13 @@ class CallRegistry:
         self._redis = redis
         self._call_status = redis.register_script(_lua("call_status.lua"))
         self._recording_status = redis.register_script(_lua("recording_status.lua"))
+        self._erase = redis.register_script(_lua("erase.lua"))
+        self._known_businesses: set[str] = set()
 
     async def apply_call_status(
         self, b: str, sid: str, *, sequence: int, started_at_ms: int, fields: Mapping[str, str]
     ) -> bool:
+        await self.note_business(b)
         argv: list[str | int] = [sid, sequence, started_at_ms]
         for name, value in fields.items():
             argv += [name, value]
@@ -127,6 +145,14 @@ class CallRegistry:
             keys=[keys.call(b, sid), keys.calls_by_time(b)], args=argv
         )
         return int(applied) == 1
+
+    async def note_business(self, b: str) -> None:
+        """Index the business for retention (once per process)."""
+        if b not in self._known_businesses:
+            await self._redis.sadd(keys.KNOWN_BUSINESSES, b)
+            if len(self._known_businesses) >= KNOWN_BUSINESSES_CACHED:
+                self._known_businesses.clear()
+            self._known_businesses.add(b)
 
     async def queue_call_status(
         self,
@@ -180,6 +206,61 @@ class CallRegistry:
             if have is None or text(have) != pair[1]
         ]
 
+    async def mark_erased(
+        self, b: str, member: str, recording_sids: Sequence[str], *, now_ms: int
+    ) -> bool:
+        """Tombstone ``member`` and its recordings; True when it was erased before."""
+        raw = await self._erase(
+            keys=[
+                keys.call(b, member),
+                keys.status_stream(b),
+                keys.erased(b),
+                keys.queue(b),
+                keys.queued(b),
+                keys.queued_at(b),
+            ],
+            args=[member, STATUS_STREAM_MAXLEN, now_ms, *recording_sids],
+        )
+        return bool(json.loads(raw)["already"])
+
+    async def recording_members(self, call: Call) -> list[tuple[str, list[str]]]:
+        """(slot member, its recording SIDs) of every recording stored for ``call``: the
+        call itself for its primary (with no recording SID when none is known yet)."""
+        primary = call.fields.get("rec_sid")
+        return [(call.sid, [primary] if primary else [])]
+
+    async def twilio_copy_deleting(self, b: str, member: str, recording_sid: str) -> None:
+        """callrec's copy is durable: queue the DELETE of Twilio's, and say so."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.call(b, member), "twilio_copy", "deleting")
+            pipe.zadd(
+                keys.TWILIO_DELETES, {twilio_delete_entry(b, recording_sid, member): 0}, nx=True
+            )
+            await pipe.execute()
+
+    async def twilio_copy_deleted(self, b: str, member: str) -> None:
+        # Only on a hash that still exists: a call dropped meanwhile is not brought back.
+        if await self._redis.hexists(keys.call(b, member), "state"):
+            await self._redis.hset(keys.call(b, member), "twilio_copy", "deleted")
+
+    async def drop_calls(self, b: str, sids: Sequence[str]) -> None:
+        """Forget these calls (call retention); their tombstones stay, so a late webhook
+        may register the call again but never fetches an erased recording."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.calls_by_time(b), *sids)
+            pipe.delete(*(keys.call(b, sid) for sid in sids))
+            await pipe.execute()
+
+    async def erased(self, b: str, sids: Sequence[str]) -> list[bool]:
+        """Which of ``sids`` (slot members or recording SIDs) are tombstoned."""
+        if not sids:
+            return []
+        flags = await self._redis.smismember(keys.erased(b), list(sids))
+        return [bool(f) for f in flags]
+
+    async def is_erased(self, b: str, *sids: str) -> bool:
+        return any(await self.erased(b, [s for s in sids if s]))
+
     async def apply_recording_status(
         self,
         b: str,
@@ -190,6 +271,7 @@ class CallRegistry:
         duration: str,
         now_ms: int,
     ) -> str:
+        await self.note_business(b)
         state: object = await self._recording_status(
             keys=[keys.call(b, sid), keys.calls_by_time(b), keys.status_stream(b)],
             args=[sid, recording_sid, twilio_status, duration, now_ms],

@@ -77,6 +77,9 @@ async def _play(request: Request, *, attachment: bool) -> Response:
     except NotFound:
         await stats.count(state.redis, stats.play_field("not_found"))
         raise
+    if target.state == "erased":
+        await stats.count(state.redis, stats.play_field("not_found"))
+        raise NotFound("this recording was erased")
     stored = await state.store.stat(target.sid)
     if stored is None:
         return await _pending(state, b, target)

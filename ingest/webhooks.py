@@ -117,6 +117,9 @@ async def recording_status(request: Request) -> Response:
     duration = params.get("RecordingDuration", "")
     if duration and not (duration.isascii() and duration.isdigit() and len(duration) <= 9):
         raise BadRequest("RecordingDuration must be a non-negative integer")
+    if await state.registry.is_erased(b, sid, recording_sid):
+        # A late or replayed callback of an erased recording changes nothing.
+        return Response(status_code=204)
     new_state = await state.registry.apply_recording_status(
         b,
         sid,

@@ -166,6 +166,7 @@ class Backfill:
 
     async def run(self, on_page: OnPage | None = None) -> Progress:
         progress = Progress()
+        await self._registry.note_business(self._b)
         phase_index, resume_uri = await self._resume_point(progress)
         phases = self._req.phases()
         for index in range(phase_index, len(phases)):

@@ -45,26 +45,27 @@ async def test_each_recording_deleted_once(
     redis: Redis, twilio: TwilioRest, simulator: Simulator
 ) -> None:
     recs = _recordings(simulator, 3)
-    told: list[tuple[str, str]] = []
+    told: list[tuple[str, str, str]] = []
 
-    async def on_deleted(b: str, sid: str) -> None:
-        told.append((b, sid))
+    async def on_deleted(b: str, sid: str, member: str) -> None:
+        told.append((b, sid, member))
 
     deleter = TwilioDeleter(redis, lambda _b: twilio, on_deleted=on_deleted)
     for rec in recs:
-        await request_delete(redis, B, rec.recording_sid)
-        await request_delete(redis, B, rec.recording_sid)  # twice: still one deletion
+        await request_delete(redis, B, rec.recording_sid, rec.call_sid)
+        # Twice: still one deletion.
+        await request_delete(redis, B, rec.recording_sid, rec.call_sid)
     assert await deleter.run_due() == 3
     assert await deleter.run_due() == 0
     assert [simulator.deletes(r.recording_sid) for r in recs] == [1, 1, 1]
     assert not any(simulator.has_recording(r.recording_sid) for r in recs)
-    assert sorted(told) == sorted((B, r.recording_sid) for r in recs)
+    assert sorted(told) == sorted((B, r.recording_sid, r.call_sid) for r in recs)
     assert await redis.zcard(keys.TWILIO_DELETES) == 0
     counters = await stats.snapshot(redis)
     assert counters[stats.twilio_delete_field("deleted")] == 3
 
     # Asked again (an erasure after DELETE_FROM_TWILIO): Twilio's 404 means done.
-    await request_delete(redis, B, recs[0].recording_sid)
+    await request_delete(redis, B, recs[0].recording_sid, recs[0].call_sid)
     assert await deleter.run_due() == 1
     assert simulator.deletes_not_found(recs[0].recording_sid) == 1
     assert (await stats.snapshot(redis))[stats.twilio_delete_field("gone")] == 1
@@ -76,10 +77,10 @@ async def test_failures_are_retried_after_backoff(
     (rec,) = _recordings(simulator, 1)
     simulator.fail_deletes([Fault.server_error(503), Fault.too_many(retry_after_s=0.2)])
     deleter = TwilioDeleter(redis, lambda _b: twilio, backoff_base_s=0.01)
-    await request_delete(redis, B, rec.recording_sid)
+    await request_delete(redis, B, rec.recording_sid, rec.call_sid)
     assert await deleter.run_due() == 1
     assert simulator.has_recording(rec.recording_sid)
-    member = keys.delayed_member(B, rec.recording_sid)
+    member = f"{B}|{rec.recording_sid}|{rec.call_sid}"
     assert await redis.zscore(keys.TWILIO_DELETES, member) is not None
 
     # Retry-After 0.2 s: due again only then, so a few idle rounds go by first.

@@ -1,0 +1,42 @@
+--[[
+Erase a slot member's recording from the registry: its state becomes "erased" for good,
+its audio metadata goes, it leaves the queue, and its SIDs join the business's
+tombstones, so that no later webhook, play, backfill or redelivered stream entry fetches
+it again. Idempotent: erasing twice changes nothing more.
+
+KEYS[1] rec_call:{b}:<member>  HASH   the member's state (a call's, for its primary)
+KEYS[2] rec_status:{b}         STREAM status changes for SSE
+KEYS[3] rec_erased:{b}         SET    tombstones: erased members and recording SIDs
+KEYS[4] rec_queue:{b}          LIST   the business's queue
+KEYS[5] rec_queued:{b}         SET    its dedup mirror
+KEYS[6] rec_queued_at:{b}      HASH   enqueue times
+ARGV[1] member sid (the call SID for a call's primary recording, else the recording SID)
+ARGV[2] status stream MAXLEN (approximate)
+ARGV[3] erased at, ms
+ARGV[4..] recording SIDs of the member (Twilio's copies to delete)
+
+Returns cjson {already = true|false}: true when the member was erased before.
+]]
+local member_key, status, erased = KEYS[1], KEYS[2], KEYS[3]
+local queue, queued, queued_at = KEYS[4], KEYS[5], KEYS[6]
+local member, maxlen, now = ARGV[1], ARGV[2], ARGV[3]
+
+local already = redis.call('SISMEMBER', erased, member) == 1
+redis.call('SADD', erased, member)
+for i = 4, #ARGV do redis.call('SADD', erased, ARGV[i]) end
+
+if redis.call('SISMEMBER', queued, member) == 1 then
+  redis.call('LREM', queue, 0, member)
+  redis.call('SREM', queued, member)
+  redis.call('HDEL', queued_at, member)
+end
+-- The audio's metadata goes; the call itself (who called whom, when) stays.
+redis.call('HDEL', member_key, 'rec_duration', 'attempts', 'reason', 'channels', 'source',
+  'rec_start_ms', 'error_code', 'twilio_copy')
+redis.call('HSET', member_key, 'erased_ms', now)
+if redis.call('HGET', member_key, 'state') ~= 'erased' then
+  redis.call('HSET', member_key, 'state', 'erased')
+  redis.call('XADD', status, 'MAXLEN', '~', maxlen, '*', 'sid', member, 'status', 'erased',
+    'position', '')
+end
+return cjson.encode({ already = already })
