@@ -10,6 +10,7 @@ import threading
 import httpx
 import redis
 
+from callrec.local_s3 import LocalS3
 from calls import keys
 from tests.helpers import play, play_until_stored, register
 from tests.stack import ROOT, Stack, auth, wait_for
@@ -18,10 +19,10 @@ from twilio_sim import SimRecording, Simulator, media_bytes
 B = "biz-life"
 
 
-def _erase(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+def _erase(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "callrec.cli", "erase", "--business", B, *args],
-        env=stack.env(),
+        env=stack.env(**env),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -110,3 +111,43 @@ def test_erased_recording_never_comes_back(stack: Stack, sim: Simulator) -> None
     bad = _erase(stack, "--call", "CA123")
     assert bad.returncode == 2 and "--call must be a Twilio Call SID" in bad.stderr
     client.close()
+
+
+def test_a_download_in_flight_when_erased_is_discarded(stack: Stack, sim: Simulator) -> None:
+    web = stack.start_web(PREFETCH_ON_WEBHOOK="false")
+    stack.start_worker()
+    rec = register(sim, web, B, 9)
+    sim.hold_media = True  # the download is under way at Twilio, and stays there
+    assert play(web, B, rec.call_sid).status_code == 202
+    wait_for(lambda: sim.current_concurrent(B) == 1, "the download to reach Twilio")
+    done = _erase(stack, "--call", rec.call_sid)
+    assert done.returncode == 0, done.stderr
+    sim.hold_media = False
+    wait_for(lambda: sim.completed_downloads(rec.recording_sid) == 1, "the body sent")
+    wait_for(
+        lambda: "erased meanwhile" in stack.worker_logs(), "the worker to discard the download"
+    )
+    assert not (stack.recordings_dir / f"{rec.call_sid}.mp3").exists()
+    assert _status(web, rec.call_sid) == "erased"
+    assert play(web, B, rec.call_sid).status_code == 404
+
+
+def test_erasure_removes_the_object_and_every_cache(
+    stack: Stack, sim: Simulator, local_s3: LocalS3, s3_bucket: str
+) -> None:
+    stack.env_overrides.update(local_s3.env(s3_bucket))
+    worker_cache = stack.tmp / "worker-cache"
+    stack.start_worker(RECORDINGS_DIR=str(worker_cache))
+    web = stack.start_web(SERVE_S3_VIA="proxy", RECORDINGS_DIR=str(worker_cache))
+    rec = register(sim, web, B, 10)
+    assert play_until_stored(web, B, rec.call_sid).content == media_bytes(rec)
+    s3 = local_s3.client()
+    assert s3.head_object(Bucket=s3_bucket, Key=f"{rec.call_sid}.mp3")["ContentLength"] > 0
+    done = _erase(stack, "--call", rec.call_sid, RECORDINGS_DIR=str(worker_cache))
+    assert done.returncode == 0, done.stderr
+    assert s3.list_objects_v2(Bucket=s3_bucket).get("Contents", []) == []
+    assert not (worker_cache / f"{rec.call_sid}.mp3").exists()
+    hooks = f"{web}/webhooks/twilio/{B}"
+    assert sim.send_recording_status(f"{hooks}/recording-status", rec) == 204
+    assert play(web, B, rec.call_sid).status_code == 404
+    assert sim.media_requests(rec.recording_sid) == 1
