@@ -20,6 +20,13 @@ FENCE = "rec_fence:{{{b}}}"  # INCR counter: each admission's fencing token
 CALL = "rec_call:{{{b}}}:{sid}"  # HASH: one call and its recording's state
 CALL_PREFIX = "rec_call:{{{b}}}:"
 CALLS_BY_TIME = "rec_calls:{{{b}}}"  # ZSET sid -> started_at (ms), for listing
+# A recording's own record is CALL with its recording SID: the hash the slot scripts keep
+# a member's state in (the call's, for its primary; the recording's own otherwise).
+CALL_RECS = "rec_call_recs:{{{b}}}:{sid}"  # ZSET recording SID -> start ms: a call's own
+CONF = "rec_conf:{{{b}}}:{cf}"  # HASH: a conference some callback registered
+CONF_RECS = "rec_conf_recs:{{{b}}}:{cf}"  # ZSET recording SID -> start ms
+CONF_CALLS = "rec_conf_calls:{{{b}}}:{cf}"  # SET of calls that joined the conference
+CALL_CONFS = "rec_call_confs:{{{b}}}:{sid}"  # SET of conferences the call joined
 STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
 PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repair scans it)
 BACKFILL = "rec_backfill:{{{b}}}"  # HASH: a backfill's cursor and counters (lifecycle.backfill)
@@ -74,6 +81,26 @@ def call(b: str, sid: str) -> str:
 
 def call_prefix(b: str) -> str:
     return CALL_PREFIX.format(b=b)
+
+
+def call_recs(b: str, sid: str) -> str:
+    return CALL_RECS.format(b=b, sid=sid)
+
+
+def conf(b: str, cf: str) -> str:
+    return CONF.format(b=b, cf=cf)
+
+
+def conf_recs(b: str, cf: str) -> str:
+    return CONF_RECS.format(b=b, cf=cf)
+
+
+def conf_calls(b: str, cf: str) -> str:
+    return CONF_CALLS.format(b=b, cf=cf)
+
+
+def call_confs(b: str, sid: str) -> str:
+    return CALL_CONFS.format(b=b, sid=sid)
 
 
 def calls_by_time(b: str) -> str:

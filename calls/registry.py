@@ -19,6 +19,14 @@ from redis.asyncio.client import Pipeline
 
 from calls import keys
 from calls.errors import BadRequest
+from calls.lua_scripts import register
+from calls.recordings import (
+    STATUS_STREAM_MAXLEN,
+    RecordingBook,
+    RecordingMeta,
+    RecordingUpdate,
+    parse_update,
+)
 from calls.redis_values import text, text_map
 
 # What the API calls a recording's status; the slot scripts write these words.
@@ -26,7 +34,6 @@ STATES = ("none", "available", "queued", "processing", "ready", "failed", "erase
 PENDING_STATES = ("queued", "processing")
 
 
-STATUS_STREAM_MAXLEN = 1000
 KNOWN_BUSINESSES_CACHED = 100_000
 
 
@@ -47,6 +54,12 @@ class Call:
     @property
     def sid(self) -> str:
         return self.fields["call_sid"]
+
+    @property
+    def member(self) -> str:
+        """The slot member this hash keeps the state of: the call SID (its primary
+        recording), or a recording's own SID."""
+        return self.fields.get("member") or self.fields["call_sid"]
 
     @property
     def parent_sid(self) -> str | None:
@@ -130,8 +143,9 @@ class CallRegistry:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._call_status = redis.register_script(_lua("call_status.lua"))
-        self._recording_status = redis.register_script(_lua("recording_status.lua"))
-        self._erase = redis.register_script(_lua("erase.lua"))
+        self._recording_status = register(redis, "recording_status.lua")
+        self._erase = register(redis, "erase.lua")
+        self.recordings = RecordingBook(redis)
         self._known_businesses: set[str] = set()
 
     async def apply_call_status(
@@ -180,13 +194,13 @@ class CallRegistry:
         *,
         recording_sid: str,
         twilio_status: str,
-        duration: str,
+        meta: RecordingMeta,
         now_ms: int,
     ) -> None:
         """:meth:`apply_recording_status` queued on ``pipe``."""
         await self._recording_status(
-            keys=[keys.call(b, sid), keys.calls_by_time(b), keys.status_stream(b)],
-            args=[sid, recording_sid, twilio_status, duration, now_ms],
+            keys=self._recording_keys(b, sid, recording_sid),
+            args=self._recording_args(sid, recording_sid, twilio_status, meta, now_ms),
             client=pipe,
         )
 
@@ -197,14 +211,10 @@ class CallRegistry:
         if not pairs:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
-            for call_sid, _ in pairs:
-                pipe.hget(keys.call(b, call_sid), "rec_sid")
+            for _, recording_sid in pairs:
+                pipe.hget(keys.call(b, recording_sid), "rec_twilio")
             held = await pipe.execute()
-        return [
-            pair
-            for pair, have in zip(pairs, held, strict=True)
-            if have is None or text(have) != pair[1]
-        ]
+        return [pair for pair, have in zip(pairs, held, strict=True) if have != b"completed"]
 
     async def mark_erased(
         self, b: str, member: str, recording_sids: Sequence[str], *, now_ms: int
@@ -218,6 +228,7 @@ class CallRegistry:
                 keys.queue(b),
                 keys.queued(b),
                 keys.queued_at(b),
+                keys.pending(b),
             ],
             args=[member, STATUS_STREAM_MAXLEN, now_ms, *recording_sids],
         )
@@ -227,7 +238,13 @@ class CallRegistry:
         """(slot member, its recording SIDs) of every recording stored for ``call``: the
         call itself for its primary (with no recording SID when none is known yet)."""
         primary = call.fields.get("rec_sid")
-        return [(call.sid, [primary] if primary else [])]
+        members: dict[str, list[str]] = {call.sid: [primary] if primary else []}
+        # Its conferences' recordings too: the erased person's voice is in them.
+        for rec in (await self.recordings.recordings_of([call]))[call.sid]:
+            members.setdefault(rec.member, [])
+            if rec.sid not in members[rec.member]:
+                members[rec.member].append(rec.sid)
+        return list(members.items())
 
     async def twilio_copy_deleting(self, b: str, member: str, recording_sid: str) -> None:
         """callrec's copy is durable: queue the DELETE of Twilio's, and say so."""
@@ -268,15 +285,44 @@ class CallRegistry:
         *,
         recording_sid: str,
         twilio_status: str,
-        duration: str,
+        duration: str = "",
         now_ms: int,
-    ) -> str:
+        meta: RecordingMeta | None = None,
+    ) -> RecordingUpdate:
+        """A recording status callback of a call's recording (recording_status.lua)."""
         await self.note_business(b)
-        state: object = await self._recording_status(
-            keys=[keys.call(b, sid), keys.calls_by_time(b), keys.status_stream(b)],
-            args=[sid, recording_sid, twilio_status, duration, now_ms],
+        meta = meta or RecordingMeta(duration=duration)
+        raw = await self._recording_status(
+            keys=self._recording_keys(b, sid, recording_sid),
+            args=self._recording_args(sid, recording_sid, twilio_status, meta, now_ms),
         )
-        return text(state)
+        return parse_update(raw)
+
+    @staticmethod
+    def _recording_keys(b: str, sid: str, recording_sid: str) -> list[str]:
+        return [
+            keys.call(b, sid),
+            keys.calls_by_time(b),
+            keys.status_stream(b),
+            keys.pending(b),
+            keys.call(b, recording_sid) if recording_sid else keys.call(b, sid),
+            keys.call_recs(b, sid),
+            keys.erased(b),
+        ]
+
+    @staticmethod
+    def _recording_args(
+        sid: str, recording_sid: str, twilio_status: str, meta: RecordingMeta, now_ms: int
+    ) -> list[str | int]:
+        return [
+            sid,
+            recording_sid,
+            twilio_status,
+            meta.duration,
+            now_ms,
+            STATUS_STREAM_MAXLEN,
+            *meta.args(),
+        ]
 
     async def get(self, b: str, sid: str) -> Call | None:
         raw = await self._redis.hgetall(keys.call(b, sid))

@@ -29,10 +29,30 @@ ROUTES = [
         webhooks.recording_status,
         methods=["POST"],
     ),
+    Route(
+        "/webhooks/twilio/{business_id}/conference-status",
+        webhooks.conference_status,
+        methods=["POST"],
+    ),
     Route("/api/calls", calls_api.list_calls, methods=["GET"]),
     Route("/api/calls/{call_sid}/recording", playback.play, methods=["GET", "HEAD"]),
     Route("/api/calls/{call_sid}/download", playback.download, methods=["GET", "HEAD"]),
     Route("/api/calls/{call_sid}/recording/status", playback.status, methods=["GET"]),
+    Route(
+        "/api/calls/{call_sid}/recordings/{recording_sid}",
+        playback.play_one,
+        methods=["GET", "HEAD"],
+    ),
+    Route(
+        "/api/calls/{call_sid}/recordings/{recording_sid}/download",
+        playback.download_one,
+        methods=["GET", "HEAD"],
+    ),
+    Route(
+        "/api/calls/{call_sid}/recordings/{recording_sid}/status",
+        playback.status_one,
+        methods=["GET"],
+    ),
     Route("/api/events", status_events.events, methods=["GET"]),
 ]
 

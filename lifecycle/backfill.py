@@ -26,6 +26,7 @@ from redis.typing import EncodableT, FieldT
 
 from calls import keys, sids
 from calls.errors import BadRequest
+from calls.recordings import RecordingMeta
 from calls.redis_values import text_map
 from calls.registry import CallRegistry
 from lifecycle import backlog
@@ -264,7 +265,14 @@ class Backfill:
                     _str(item["call_sid"]),
                     recording_sid=_str(item["sid"]),
                     twilio_status="completed",
-                    duration=_digits(item.get("duration")),
+                    meta=RecordingMeta(
+                        duration=_digits(item.get("duration")),
+                        channels=_digits(item.get("channels")),
+                        source=_str(item.get("source"))
+                        if _str(item.get("source")).isalpha()
+                        else "",
+                        start_ms=str(_ms(item.get("start_time")) or ""),
+                    ),
                     now_ms=now_ms,
                 )
             pipe.hset(self._cursor_key, mapping=self._cursor_fields(phase, page, progress))

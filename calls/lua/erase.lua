@@ -10,16 +10,20 @@ KEYS[3] rec_erased:{b}         SET    tombstones: erased members and recording S
 KEYS[4] rec_queue:{b}          LIST   the business's queue
 KEYS[5] rec_queued:{b}         SET    its dedup mirror
 KEYS[6] rec_queued_at:{b}      HASH   enqueue times
+KEYS[7] rec_pending:{b}        SET    members in queued/processing (set_state)
 ARGV[1] member sid (the call SID for a call's primary recording, else the recording SID)
 ARGV[2] status stream MAXLEN (approximate)
 ARGV[3] erased at, ms
 ARGV[4..] recording SIDs of the member (Twilio's copies to delete)
 
+Runs behind the shared set_state (prelude).
+
 Returns cjson {already = true|false}: true when the member was erased before.
 ]]
 local member_key, status, erased = KEYS[1], KEYS[2], KEYS[3]
 local queue, queued, queued_at = KEYS[4], KEYS[5], KEYS[6]
-local member, maxlen, now = ARGV[1], ARGV[2], ARGV[3]
+local st = { status = status, pending = KEYS[7], maxlen = ARGV[2] }
+local member, now = ARGV[1], ARGV[3]
 
 local already = redis.call('SISMEMBER', erased, member) == 1
 redis.call('SADD', erased, member)
@@ -34,9 +38,5 @@ end
 redis.call('HDEL', member_key, 'rec_duration', 'attempts', 'reason', 'channels', 'source',
   'rec_start_ms', 'error_code', 'twilio_copy')
 redis.call('HSET', member_key, 'erased_ms', now)
-if redis.call('HGET', member_key, 'state') ~= 'erased' then
-  redis.call('HSET', member_key, 'state', 'erased')
-  redis.call('XADD', status, 'MAXLEN', '~', maxlen, '*', 'sid', member, 'status', 'erased',
-    'position', '')
-end
+set_state(st, member_key, member, 'erased', nil, nil)
 return cjson.encode({ already = already })
