@@ -83,14 +83,17 @@ def conference_status_params(
     timestamp: str | None = None,
     sequence_number: int = 0,
 ) -> dict[str, str]:
-    return {
+    params = {
         "AccountSid": account_sid,
         "ConferenceSid": conference_sid,
-        "CallSid": call_sid,
         "StatusCallbackEvent": event,
         "Timestamp": timestamp or rfc2822_now(),
         "SequenceNumber": str(sequence_number),
     }
+    # Conference-wide events (conference-start, -end) name no participant.
+    if call_sid:
+        params["CallSid"] = call_sid
+    return params
 
 
 def post_signed(url: str, params: dict[str, str], auth_token: str) -> int:
