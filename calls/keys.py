@@ -28,6 +28,8 @@ CONF_RECS = "rec_conf_recs:{{{b}}}:{cf}"  # ZSET recording SID -> start ms
 CONF_CALLS = "rec_conf_calls:{{{b}}}:{cf}"  # SET of calls that joined the conference
 CALL_CONFS = "rec_call_confs:{{{b}}}:{sid}"  # SET of conferences the call joined
 STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
+# The status stream's cap (MAXLEN ~), passed to every script that appends to it.
+STATUS_STREAM_MAXLEN = 1000
 PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repair scans it)
 BACKFILL = "rec_backfill:{{{b}}}"  # HASH: a backfill's cursor and counters (lifecycle.backfill)
 ERASED = "rec_erased:{{{b}}}"  # SET of tombstones: erased slot members and recording SIDs
@@ -39,7 +41,12 @@ EVENTS = "rec_events"  # STREAM: request/start/done events, consumer group below
 EVENTS_GROUP = "workers"
 DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 DELAYED = "rec_delayed"  # ZSET "b|sid" -> due time (ms): retries waiting out a backoff
-BUSINESSES = "rec_businesses"  # SET of business ids that ever queued work (reconciler)
+# HASH business id -> generation: businesses with live work (queued, slot-holding or
+# pending calls), what the reconciler and /metrics walk (calls/live_businesses.py).
+LIVE_BUSINESSES = "rec_live_businesses"
+# The SET that indexed every business ever seen, before LIVE_BUSINESSES: adopted, then
+# emptied, by the reconciler after an upgrade.
+LEGACY_BUSINESSES = "rec_businesses"
 STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
 KNOWN_BUSINESSES = "rec_known_businesses"  # SET of businesses with calls (retention visits)
 BACKLOG_BUSINESSES = "rec_backlog_businesses"  # SET of businesses with a non-empty backlog
@@ -137,5 +144,5 @@ def delayed_member(b: str, sid: str) -> str:
 
 
 def business_keys(b: str) -> list[str]:
-    """KEYS of every slot script, in the order their headers document."""
+    """KEYS[1..7] of every slot script, in the order semaphore/lua/prelude.lua documents."""
     return [slots(b), queue(b), queued(b), queued_at(b), fence(b), status_stream(b), pending(b)]

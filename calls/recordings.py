@@ -22,15 +22,14 @@ from redis.asyncio import Redis
 
 from calls import keys
 from calls.errors import NotFound
-from calls.lua_scripts import lua_text, register
 from calls.redis_values import text, text_map, texts
+from semaphore.scripts import lua_text, register
 
 if TYPE_CHECKING:
     from calls.registry import Call
 
 # Twilio's recording error codes a user can understand, as words.
 ERROR_WORDS = {"16101": "too short", "16102": "silent"}
-STATUS_STREAM_MAXLEN = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +135,8 @@ class RecordingBook:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._conference_status = redis.register_script(lua_text("conference_status.lua"))
-        self._conference_recording = register(redis, "conference_recording.lua")
+        self._conference_status = redis.register_script(lua_text("calls", "conference_status.lua"))
+        self._conference_recording = register(redis, "calls", "conference_recording.lua")
 
     async def apply_conference_status(
         self, b: str, conference_sid: str, call_sid: str, event: str, *, now_ms: int
@@ -180,7 +179,7 @@ class RecordingBook:
                 twilio_status,
                 meta.duration,
                 now_ms,
-                STATUS_STREAM_MAXLEN,
+                keys.STATUS_STREAM_MAXLEN,
                 *meta.args(),
             ],
         )

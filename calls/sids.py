@@ -11,6 +11,9 @@ CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 RECORDING_SID = re.compile(r"RE[0-9a-f]{32}")
 ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 CONFERENCE_SID = re.compile(r"CF[0-9a-f]{32}")
+# A stored recording's name and slot member: the call SID for a call's primary
+# recording, the recording SID for any other.
+STORED_SID = re.compile(r"(?:CA|RE)[0-9a-f]{32}")
 # Business ids come from the CRM; keep them to a shape that is safe inside key hash
 # tags (no braces) and log lines (no spaces or '=').
 BUSINESS_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
@@ -11,8 +11,6 @@ from config.settings import Settings
 from consumers.twilio_media import TwilioMedia
 from semaphore import Slots
 from storage import RecordingStore
-
-INDEXED_BUSINESSES_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,5 +24,3 @@ class WorkerContext:
     consumer: str  # this worker's consumer name in the group
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0
-    # Businesses this process has added to keys.BUSINESSES (bounded; cleared when full).
-    indexed_businesses: set[str] = field(default_factory=set)

@@ -17,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from calls.digits import ascii_digits
 from calls.errors import DownloadError
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class TwilioMedia:
         expected = response.headers.get("content-length")
         async for chunk in response.aiter_raw(self._chunk_size):
             await sink.write(chunk)
-        if expected is not None and expected.isdigit() and sink.size != int(expected):
+        if expected is not None and ascii_digits(expected) and sink.size != int(expected):
             raise DownloadError(f"body cut short ({sink.size} of {expected} bytes)", retryable=True)
         if sink.size == 0:
             raise DownloadError("empty body", retryable=True)

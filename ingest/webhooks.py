@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from calls import sids
+from calls.digits import ascii_digits
 from calls.errors import BadRequest, Forbidden, PayloadTooLarge
 from calls.events import request_download
 from calls.recordings import RecordingMeta
@@ -45,7 +46,7 @@ def _signed_url(request: Request, state: AppState) -> str:
 
 async def _signed_form(request: Request, state: AppState) -> dict[str, str]:
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+    if length is not None and (not ascii_digits(length) or int(length) > MAX_FORM_BYTES):
         raise PayloadTooLarge(f"webhook body over {MAX_FORM_BYTES} bytes")
     body = bytearray()
     async for chunk in request.stream():
@@ -83,8 +84,7 @@ def _timestamp_ms(value: str | None) -> int:
 
 def _int(params: dict[str, str], name: str) -> int:
     raw = params.get(name, "0") or "0"
-    # isascii: str.isdigit() also accepts digits int() refuses, such as "²".
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    if not ascii_digits(raw) or len(raw) > 18:
         raise BadRequest(f"{name} must be a non-negative integer")
     return int(raw)
 
@@ -110,7 +110,7 @@ async def call_status(request: Request) -> Response:
 
 def _digits(params: dict[str, str], name: str, max_len: int = 9) -> str:
     raw = params.get(name, "")
-    if raw and not (raw.isascii() and raw.isdigit() and len(raw) <= max_len):
+    if raw and not (ascii_digits(raw) and len(raw) <= max_len):
         raise BadRequest(f"{name} must be a non-negative integer")
     return raw
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from importlib import resources
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -20,14 +19,11 @@ from redis.asyncio.client import Pipeline
 from calls import keys
 from calls.events import Event, publish
 from calls.redis_values import texts
+from semaphore.scripts import lua_text
 
 log = logging.getLogger(__name__)
 
 SOURCE = "backfill"
-
-
-def _lua(name: str) -> str:
-    return resources.files("lifecycle").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 def add(pipe: Pipeline, b: str, sids: Sequence[str]) -> None:
@@ -41,7 +37,7 @@ class BacklogFeeder:
     def __init__(self, redis: Redis, max_slots: int) -> None:
         self._redis = redis
         self._max_slots = max_slots
-        self._feed = redis.register_script(_lua("backlog_feed.lua"))
+        self._feed = redis.register_script(lua_text("lifecycle", "backlog_feed.lua"))
 
     async def feed(self, b: str) -> int:
         """Publish requests for what the business can take now; returns how many."""

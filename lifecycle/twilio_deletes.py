@@ -16,7 +16,6 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from importlib import resources
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -26,6 +25,7 @@ from calls.errors import TwilioApiError
 from calls.redis_values import text
 from calls.registry import twilio_delete_entry
 from lifecycle.twilio_rest import TwilioRest
+from semaphore.scripts import lua_text
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ BACKOFF_CAP_S = 3600.0
 ClientFor = Callable[[str], TwilioRest]
 # Told (business, recording SID, slot member) when Twilio's copy is gone, however it went.
 OnDeleted = Callable[[str, str, str], Awaitable[None]]
-
-
-def _lua(name: str) -> str:
-    return resources.files("lifecycle").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 def schedule(pipe: Pipeline, b: str, recording_sid: str, member: str) -> None:
@@ -69,7 +65,7 @@ class TwilioDeleter:
         self._client_for = client_for
         self._on_deleted = on_deleted
         self._backoff_base_s = backoff_base_s
-        self._claim = redis.register_script(_lua("claim_due.lua"))
+        self._claim = redis.register_script(lua_text("lifecycle", "claim_due.lua"))
 
     async def run_due(self, limit: int = CLAIM_BATCH) -> int:
         """Send the DELETEs that are due; returns how many were attempted."""

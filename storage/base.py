@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from calls.sids import STORED_SID
+
 if TYPE_CHECKING:
     from storage.staging import StagingFile
 
+# The stored-name pattern (calls/sids.py), under the name storage's modules use: a call's
+# primary recording is stored under its Call SID, any other under its Recording SID.
 # fullmatch only: re.match or a trailing "$" would let "CA...\n" or "CA.../../x" through.
-# A call's primary recording is stored under its Call SID, any other recording under its
-# Recording SID.
-CALL_SID_RE = re.compile(r"(?:CA|RE)[0-9a-f]{32}")
+CALL_SID_RE = STORED_SID
 
 
 class InvalidSid(ValueError):
