@@ -25,6 +25,7 @@ from calls.recordings import (
     RecordingMeta,
     RecordingUpdate,
     parse_update,
+    why_none,
 )
 from calls.redis_values import text, text_map
 from semaphore.scripts import lua_text, register
@@ -100,6 +101,9 @@ class Call:
                 "recording_sid": f.get("rec_sid") or None,
                 "channels": _int_or_none(f.get("channels")),
                 "error_code": _int_or_none(f.get("error_code")),
+                "source": f.get("source") or None,
+                # Why there is nothing to play, in words (erased, too short, silent...).
+                "why": why_none(f, self.state),
                 # Where Twilio's copy is: kept, deleting (queued), deleted.
                 "twilio_copy": f.get("twilio_copy", "kept"),
             },
