@@ -27,9 +27,13 @@ def start_loops(ctx: WorkerContext, stop: asyncio.Event) -> list[asyncio.Task[No
         auth_token=settings.twilio.auth_token,
         timeout_s=settings.worker.twilio_read_timeout_s,
     )
+
+    async def client_for(_b: str) -> TwilioRest:
+        return rest
+
     deleter = TwilioDeleter(
         ctx.redis,
-        lambda _b: rest,
+        client_for,
         on_deleted=lambda b, _rsid, member: ctx.registry.twilio_copy_deleted(b, member),
     )
     feeder = BacklogFeeder(ctx.redis, ctx.settings.max_slots_per_business)

@@ -35,7 +35,7 @@ BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 3600.0
 
 # The REST client of a business's Twilio account (its own, a subaccount, or the main one).
-ClientFor = Callable[[str], TwilioRest]
+ClientFor = Callable[[str], Awaitable[TwilioRest]]
 # Told (business, recording SID, slot member) when Twilio's copy is gone, however it went.
 OnDeleted = Callable[[str, str, str], Awaitable[None]]
 
@@ -78,7 +78,8 @@ class TwilioDeleter:
 
     async def _delete_one(self, entry: str, b: str, recording_sid: str, member: str) -> None:
         try:
-            deleted = await self._client_for(b).delete_recording(recording_sid)
+            client = await self._client_for(b)
+            deleted = await client.delete_recording(recording_sid)
         except TwilioApiError as exc:
             attempts = await self._redis.hincrby(keys.TWILIO_DELETE_ATTEMPTS, entry, 1)
             delay_s = exc.retry_after_s

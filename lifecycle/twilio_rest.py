@@ -49,7 +49,8 @@ class TwilioRest:
         *,
         api_base: str,
         account_sid: str,
-        auth_token: str,
+        auth_token: str | None = None,
+        auth: tuple[str, str] | None = None,
         timeout_s: float = 30.0,
         retry_base_s: float = RETRY_BASE_S,
     ) -> None:
@@ -57,9 +58,9 @@ class TwilioRest:
         self._account_sid = account_sid
         self._retry_base_s = retry_base_s
         timeout = httpx.Timeout(connect=5.0, read=timeout_s, write=10.0, pool=10.0)
-        self._client = httpx.AsyncClient(
-            auth=(account_sid, auth_token), timeout=timeout, follow_redirects=False
-        )
+        # The account's own auth token, or an API key (SK..., secret) of that account.
+        credentials = auth or (account_sid, auth_token or "")
+        self._client = httpx.AsyncClient(auth=credentials, timeout=timeout, follow_redirects=False)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -4,7 +4,7 @@ Retry-After), a copy already gone counts as done, counted for /metrics."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from redis.asyncio import Redis
@@ -34,6 +34,13 @@ async def twilio(simulator: Simulator) -> AsyncIterator[TwilioRest]:
         yield client
 
 
+def _fixed(client: TwilioRest) -> Callable[[str], Awaitable[TwilioRest]]:
+    async def client_for(_b: str) -> TwilioRest:
+        return client
+
+    return client_for
+
+
 def _recordings(sim: Simulator, n: int) -> list[SimRecording]:
     recs = [SimRecording(B, call_sid(i), rec_sid(i)) for i in range(n)]
     for rec in recs:
@@ -50,7 +57,7 @@ async def test_each_recording_deleted_once(
     async def on_deleted(b: str, sid: str, member: str) -> None:
         told.append((b, sid, member))
 
-    deleter = TwilioDeleter(redis, lambda _b: twilio, on_deleted=on_deleted)
+    deleter = TwilioDeleter(redis, _fixed(twilio), on_deleted=on_deleted)
     for rec in recs:
         await request_delete(redis, B, rec.recording_sid, rec.call_sid)
         # Twice: still one deletion.
@@ -76,7 +83,7 @@ async def test_failures_are_retried_after_backoff(
 ) -> None:
     (rec,) = _recordings(simulator, 1)
     simulator.fail_deletes([Fault.server_error(503), Fault.too_many(retry_after_s=0.2)])
-    deleter = TwilioDeleter(redis, lambda _b: twilio, backoff_base_s=0.01)
+    deleter = TwilioDeleter(redis, _fixed(twilio), backoff_base_s=0.01)
     await request_delete(redis, B, rec.recording_sid, rec.call_sid)
     assert await deleter.run_due() == 1
     assert simulator.has_recording(rec.recording_sid)
