@@ -114,6 +114,10 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
             # work of the one that took the slot over.
             if not await ctx.slots.holds(b, sid, token):
                 raise LeaseLost(f"lease of {sid} lost before publishing")
+            # Erased while it downloaded: the staged bytes are dropped unpublished.
+            if await ctx.registry.is_erased(b, sid):
+                log.info("download discarded business_id=%s sid=%s: erased meanwhile", b, sid)
+                return Ending("erased", "erased")
             await ctx.store.publish(staged)
         # An erasure that arrived while this download ran: it set its tombstones before
         # deleting, so either it deleted our file or we see the tombstone now.
