@@ -52,6 +52,8 @@ KNOWN_BUSINESSES = "rec_known_businesses"  # SET of businesses with calls (reten
 BACKLOG_BUSINESSES = "rec_backlog_businesses"  # SET of businesses with a non-empty backlog
 TWILIO_DELETES = "rec_twilio_deletes"  # ZSET "b|RE..." -> due ms: Twilio copies to delete
 TWILIO_DELETE_ATTEMPTS = "rec_twilio_delete_attempts"  # HASH "b|RE..." -> failed attempts
+# STRING with a TTL: why handling an EVENTS entry last failed, for its dead letter.
+ENTRY_ERROR = "rec_entry_error:{entry_id}"
 
 
 def slots(b: str) -> str:
@@ -136,6 +138,10 @@ def backfill(b: str) -> str:
 
 def backlog(b: str) -> str:
     return BACKLOG.format(b=b)
+
+
+def entry_error(entry_id: str) -> str:
+    return ENTRY_ERROR.format(entry_id=entry_id)
 
 
 def delayed_member(b: str, sid: str) -> str:
