@@ -34,6 +34,7 @@ PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repa
 BACKFILL = "rec_backfill:{{{b}}}"  # HASH: a backfill's cursor and counters (lifecycle.backfill)
 ERASED = "rec_erased:{{{b}}}"  # SET of tombstones: erased slot members and recording SIDs
 RETENTION = "rec_retention:{{{b}}}"  # STRING: the last call retention erased (its cursor)
+BACKFILL_JOB = "rec_backfill_job:{{{b}}}"  # HASH: a backfill asked over the admin API
 BACKLOG = "rec_backlog:{{{b}}}"  # LIST of slot members a backfill wants downloaded, oldest first
 
 # --- global --------------------------------------------------------------------------
@@ -48,6 +49,7 @@ LIVE_BUSINESSES = "rec_live_businesses"
 # emptied, by the reconciler after an upgrade.
 LEGACY_BUSINESSES = "rec_businesses"
 STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
+BACKFILL_JOBS = "rec_backfill_jobs"  # ZSET business -> due ms: admin backfills for workers
 KNOWN_BUSINESSES = "rec_known_businesses"  # SET of businesses with calls (retention visits)
 BACKLOG_BUSINESSES = "rec_backlog_businesses"  # SET of businesses with a non-empty backlog
 TWILIO_DELETES = "rec_twilio_deletes"  # ZSET "b|RE..." -> due ms: Twilio copies to delete
@@ -134,6 +136,10 @@ def retention(b: str) -> str:
 
 def backfill(b: str) -> str:
     return BACKFILL.format(b=b)
+
+
+def backfill_job(b: str) -> str:
+    return BACKFILL_JOB.format(b=b)
 
 
 def backlog(b: str) -> str:

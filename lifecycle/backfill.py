@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from email.utils import parsedate_to_datetime
@@ -115,6 +115,7 @@ class Progress:
 
 
 OnPage = Callable[[Progress], None]
+AfterPage = Callable[[Progress], Awaitable[None]]
 
 
 def _ms(stamp: Any) -> int | None:
@@ -165,7 +166,9 @@ class Backfill:
         progress.downloads_queued = int(saved.get("downloads_queued", 0))
         return int(saved.get("phase", 0)), saved.get("next") or None
 
-    async def run(self, on_page: OnPage | None = None) -> Progress:
+    async def run(
+        self, on_page: OnPage | None = None, *, after_page: AfterPage | None = None
+    ) -> Progress:
         progress = Progress()
         await self._registry.note_business(self._b)
         phase_index, resume_uri = await self._resume_point(progress)
@@ -181,6 +184,8 @@ class Backfill:
                     await self._import_recordings(page, index, progress)
                 if on_page is not None:
                     on_page(progress)
+                if after_page is not None:
+                    await after_page(progress)
         await self._redis.delete(self._cursor_key)
         log.info("BACKFILL_DONE business_id=%s %s", self._b, progress.summary())
         return progress

@@ -1,5 +1,6 @@
-"""The lifecycle's worker loops: Twilio deletions that are due, backfill downloads fed
-to free slots, and retention. Each is bounded per tick and safe in every worker at once."""
+"""The lifecycle's worker loops: Twilio deletions that are due, backfills asked over the
+admin API, backfill downloads fed to free slots, and retention. Each is bounded per tick
+and safe in every worker at once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from consumers.context import WorkerContext
 from consumers.maintenance import run_every
+from lifecycle.backfill_jobs import BackfillRunner
 from lifecycle.backlog import BacklogFeeder
 from lifecycle.erasure import Eraser
 from lifecycle.retention import Retention
@@ -37,6 +39,7 @@ def start_loops(ctx: WorkerContext, stop: asyncio.Event) -> list[asyncio.Task[No
         on_deleted=lambda b, _rsid, member: ctx.registry.twilio_copy_deleted(b, member),
     )
     feeder = BacklogFeeder(ctx.redis, ctx.settings.max_slots_per_business)
+    backfills = BackfillRunner(ctx.redis, ctx.registry, client_for)
     life = settings.lifecycle
     retention = Retention(
         ctx.redis,
@@ -60,6 +63,7 @@ def start_loops(ctx: WorkerContext, stop: asyncio.Event) -> list[asyncio.Task[No
     tasks = [
         loop(interval_s, "twilio-deletes", deleter.run_due),
         loop(BACKLOG_INTERVAL_S, "backlog", feeder.feed_all),
+        loop(interval_s, "backfills", backfills.run_due),
         asyncio.create_task(closing()),
     ]
     if retention.enabled:

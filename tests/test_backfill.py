@@ -179,3 +179,27 @@ async def test_download_waits_in_the_backlog_until_users_queue_is_empty(
     again = await _run(redis, twilio, BackfillRequest(B, download=True))
     assert again.downloads_queued == 0
     assert await redis.llen(keys.backlog(B)) == 8
+
+
+async def test_a_backfill_asked_over_the_api_is_run_once_by_a_worker(
+    redis: Redis, twilio: TwilioRest, simulator: Simulator
+) -> None:
+    from lifecycle.backfill_jobs import BackfillRunner, job_status, submit
+
+    _history(simulator, 250)
+
+    async def client_for(_b: str) -> TwilioRest:
+        return twilio
+
+    await submit(redis, BackfillRequest(B, since=date(2025, 3, 9)))
+    assert await job_status(redis, B) == {"business_id": B, "state": "queued"}
+    runner = BackfillRunner(redis, CallRegistry(redis), client_for)
+    assert await runner.run_due() == 1
+    assert await runner.run_due() == 0  # done: nothing left to claim
+    status = await job_status(redis, B)
+    assert status is not None and status["state"] == "done"
+    expected = sum(
+        1 for c in past_calls(B, 250, newest=NEWEST)[0] if c.start_time.date() >= date(2025, 3, 9)
+    )
+    assert status["calls_imported"] == expected == await redis.zcard(keys.calls_by_time(B))
+    assert await job_status(redis, "nobody") is None
