@@ -12,7 +12,16 @@ from twilio.request_validator import RequestValidator
 
 from calls.registry import CallRegistry
 from config.settings import Settings
-from ingest import calls_api, health, metrics, page, playback, status_events, webhooks
+from ingest import (
+    admin_lifecycle,
+    calls_api,
+    health,
+    metrics,
+    page,
+    playback,
+    status_events,
+    webhooks,
+)
 from ingest.errors import HANDLERS
 from ingest.shutdown import Stopping
 from ingest.state import AppState
@@ -54,6 +63,21 @@ ROUTES = [
         methods=["GET"],
     ),
     Route("/api/events", status_events.events, methods=["GET"]),
+    Route(
+        "/api/admin/businesses/{business_id}/calls/{call_sid}",
+        admin_lifecycle.erase_call,
+        methods=["DELETE"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/backfill",
+        admin_lifecycle.start_backfill,
+        methods=["POST"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/backfill",
+        admin_lifecycle.backfill_status,
+        methods=["GET"],
+    ),
 ]
 
 
