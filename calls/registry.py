@@ -235,6 +235,7 @@ class CallRegistry:
                 keys.queued(b),
                 keys.queued_at(b),
                 keys.pending(b),
+                *(keys.call(b, rsid) for rsid in recording_sids),
             ],
             args=[member, keys.STATUS_STREAM_MAXLEN, now_ms, *recording_sids],
         )

@@ -11,6 +11,7 @@ KEYS[4] rec_queue:{b}          LIST   the business's queue
 KEYS[5] rec_queued:{b}         SET    its dedup mirror
 KEYS[6] rec_queued_at:{b}      HASH   enqueue times
 KEYS[7] rec_pending:{b}        SET    members in queued/processing (set_state)
+KEYS[8..] rec_call:{b}:<recording_sid> of each ARGV[4..]: the recordings' own records
 ARGV[1] member sid (the call SID for a call's primary recording, else the recording SID)
 ARGV[2] status stream MAXLEN (approximate)
 ARGV[3] erased at, ms
@@ -35,8 +36,12 @@ if redis.call('SISMEMBER', queued, member) == 1 then
   redis.call('HDEL', queued_at, member)
 end
 -- The audio's metadata goes; the call itself (who called whom, when) stays.
-redis.call('HDEL', member_key, 'rec_duration', 'attempts', 'reason', 'channels', 'source',
-  'rec_start_ms', 'error_code', 'twilio_copy')
+local function forget(key)
+  redis.call('HDEL', key, 'rec_duration', 'attempts', 'reason', 'channels', 'source',
+    'rec_start_ms', 'error_code', 'twilio_copy')
+end
+forget(member_key)
+for i = 8, #KEYS do forget(KEYS[i]) end
 redis.call('HSET', member_key, 'erased_ms', now)
 set_state(st, member_key, member, 'erased', nil, nil)
 return cjson.encode({ already = already })
