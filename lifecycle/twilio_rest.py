@@ -9,9 +9,11 @@ another host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -26,6 +28,14 @@ log = logging.getLogger(__name__)
 LIST_ATTEMPTS = 5
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 30.0
+
+
+Gate = Callable[[], AbstractAsyncContextManager[object]]
+
+
+@contextlib.asynccontextmanager
+async def _open_gate() -> AsyncIterator[None]:
+    yield
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +63,10 @@ class TwilioRest:
         auth: tuple[str, str] | None = None,
         timeout_s: float = 30.0,
         retry_base_s: float = RETRY_BASE_S,
+        gate: Gate | None = None,
     ) -> None:
+        # Held around every request: the account-wide cap on requests in flight.
+        self._gate = gate or _open_gate
         self._api_base = api_base.rstrip("/")
         self._account_sid = account_sid
         self._retry_base_s = retry_base_s
@@ -105,7 +118,8 @@ class TwilioRest:
 
     async def _page_once(self, uri: str, key: str) -> Page:
         try:
-            response = await self._client.get(self._url(uri))
+            async with self._gate():
+                response = await self._client.get(self._url(uri))
         except httpx.TransportError as exc:
             raise TwilioApiError(f"listing {type(exc).__name__}", retryable=True) from exc
         if response.status_code != 200:
@@ -133,7 +147,8 @@ class TwilioRest:
         (404: deleted before, or never there). Raises :class:`TwilioApiError` otherwise."""
         url = f"{self._api_base}{self.account_path}/Recordings/{recording_sid}.json"
         try:
-            response = await self._client.delete(url)
+            async with self._gate():
+                response = await self._client.delete(url)
         except httpx.TransportError as exc:
             raise TwilioApiError(f"delete {type(exc).__name__}", retryable=True) from exc
         if response.status_code in (200, 204):

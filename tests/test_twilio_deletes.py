@@ -99,3 +99,32 @@ async def test_failures_are_retried_after_backoff(
     assert simulator.deletes(rec.recording_sid) == 1
     assert (await stats.snapshot(redis))[stats.twilio_delete_field("retry")] == 2
     assert await redis.hget(keys.TWILIO_DELETE_ATTEMPTS, member) is None
+
+
+async def test_every_request_goes_through_the_accounts_gate(
+    redis: Redis, simulator: Simulator
+) -> None:
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    held: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def gate() -> AsyncIterator[None]:
+        held.append("in")
+        yield
+        held.append("out")
+
+    (rec,) = _recordings(simulator, 1)
+    async with TwilioRest(
+        api_base=simulator.base_url,
+        account_sid=simulator.account_sid,
+        auth=(simulator.account_sid, simulator.auth_token),
+        gate=gate,
+    ) as client:
+        await request_delete(redis, B, rec.recording_sid, rec.call_sid)
+        assert await TwilioDeleter(redis, _fixed(client)).run_due() == 1
+        page = await client.page(client.first_page_uri("Recordings.json", {}, 50), "recordings")
+    assert page.items == []  # deleted: the account lists nothing
+    assert held == ["in", "out", "in", "out"]
+    assert simulator.deletes(rec.recording_sid) == 1
