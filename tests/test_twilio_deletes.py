@@ -105,7 +105,6 @@ async def test_every_request_goes_through_the_accounts_gate(
     redis: Redis, simulator: Simulator
 ) -> None:
     import contextlib
-    from collections.abc import AsyncIterator
 
     held: list[str] = []
 
