@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from calls import keys
 from calls.errors import NotFound
@@ -154,6 +155,53 @@ class RecordingBook:
         )
         return bool(json.loads(text(raw))["joined"])
 
+    async def queue_conference_recording(
+        self,
+        pipe: Pipeline,
+        b: str,
+        conference_sid: str,
+        *,
+        recording_sid: str,
+        twilio_status: str,
+        meta: RecordingMeta,
+        now_ms: int,
+    ) -> None:
+        """:meth:`apply_conference_recording` queued on ``pipe`` (a backfill's page)."""
+        await self._conference_recording(
+            keys=self._conference_keys(b, conference_sid, recording_sid),
+            args=self._conference_args(conference_sid, recording_sid, twilio_status, meta, now_ms),
+            client=pipe,
+        )
+
+    @staticmethod
+    def _conference_keys(b: str, conference_sid: str, recording_sid: str) -> list[str]:
+        return [
+            keys.conf(b, conference_sid),
+            keys.call(b, recording_sid),
+            keys.conf_recs(b, conference_sid),
+            keys.status_stream(b),
+            keys.pending(b),
+            keys.erased(b),
+        ]
+
+    @staticmethod
+    def _conference_args(
+        conference_sid: str,
+        recording_sid: str,
+        twilio_status: str,
+        meta: RecordingMeta,
+        now_ms: int,
+    ) -> list[str | int]:
+        return [
+            conference_sid,
+            recording_sid,
+            twilio_status,
+            meta.duration,
+            now_ms,
+            keys.STATUS_STREAM_MAXLEN,
+            *meta.args(),
+        ]
+
     async def apply_conference_recording(
         self,
         b: str,
@@ -165,23 +213,8 @@ class RecordingBook:
         now_ms: int,
     ) -> RecordingUpdate:
         raw = await self._conference_recording(
-            keys=[
-                keys.conf(b, conference_sid),
-                keys.call(b, recording_sid),
-                keys.conf_recs(b, conference_sid),
-                keys.status_stream(b),
-                keys.pending(b),
-                keys.erased(b),
-            ],
-            args=[
-                conference_sid,
-                recording_sid,
-                twilio_status,
-                meta.duration,
-                now_ms,
-                keys.STATUS_STREAM_MAXLEN,
-                *meta.args(),
-            ],
+            keys=self._conference_keys(b, conference_sid, recording_sid),
+            args=self._conference_args(conference_sid, recording_sid, twilio_status, meta, now_ms),
         )
         return parse_update(raw)
 

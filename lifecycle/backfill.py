@@ -26,7 +26,7 @@ from redis.typing import EncodableT, FieldT
 
 from calls import keys, sids
 from calls.errors import BadRequest
-from calls.recordings import RecordingMeta
+from calls.recordings import RecordingMeta, parse_update
 from calls.redis_values import text_map
 from calls.registry import CallRegistry
 from lifecycle import backlog
@@ -238,47 +238,80 @@ class Backfill:
             await pipe.execute()
 
     async def _import_recordings(self, page: Page, phase: int, progress: Progress) -> None:
-        candidates: list[dict[str, Any]] = []
-        for item in page.items:
+        # Oldest first within the page: a call's primary is the first of its recordings
+        # to complete (Twilio lists newest first).
+        items = sorted(page.items, key=lambda i: _ms(i.get("start_time")) or 0)
+        own: list[dict[str, Any]] = []
+        conference: list[dict[str, Any]] = []
+        for item in items:
             call_sid, rec_sid = _str(item.get("call_sid")), _str(item.get("sid"))
+            conf_sid = _str(item.get("conference_sid"))
             if item.get("status", "completed") != "completed":
                 continue
-            if not (sids.CALL_SID.fullmatch(call_sid) and sids.RECORDING_SID.fullmatch(rec_sid)):
+            if not sids.RECORDING_SID.fullmatch(rec_sid):
                 continue
-            candidates.append(item)
-        # Only recordings of this business's calls: with a shared account the list holds
-        # every business's recordings, and the number filter chose the calls.
-        ours = await self._known([keys.call(self._b, _str(i["call_sid"])) for i in candidates])
-        mine = [item for item, known in zip(candidates, ours, strict=True) if known]
-        new = await self._registry.recordings_unknown(
-            self._b, [(_str(i["call_sid"]), _str(i["sid"])) for i in mine]
+            if sids.CALL_SID.fullmatch(call_sid):
+                own.append(item)
+            elif sids.CONFERENCE_SID.fullmatch(conf_sid):
+                conference.append(item)
+        # Only this business's: with a shared account the list holds every business's
+        # recordings; the number filter chose the calls, its webhooks the conferences.
+        ours = await self._known(
+            [keys.call(self._b, _str(i["call_sid"])) for i in own]
+            + [keys.conf(self._b, _str(i["conference_sid"])) for i in conference]
         )
+        mine = [item for item, known in zip([*own, *conference], ours, strict=True) if known]
+        unknown = await self._registry.recordings_unknown(
+            self._b, [(_str(i.get("call_sid")), _str(i["sid"])) for i in mine]
+        )
+        new = {rsid for _, rsid in unknown}
         progress.pages += 1
         progress.recordings_seen += len(mine)
         progress.recordings_imported += len(new)
-        wanted = [call for call, _ in new] if self._req.download else []
-        progress.downloads_queued += len(wanted)
         now_ms = int(time.time() * 1000)
+        own_ids = {id(item) for item in own}
         async with self._redis.pipeline(transaction=True) as pipe:
-            # In the same transaction as the cursor: a page redone after a crash finds
-            # its recordings known, and queues nothing twice.
-            backlog.add(pipe, self._b, wanted)
             for item in mine:
-                await self._registry.queue_recording_status(
-                    pipe,
-                    self._b,
-                    _str(item["call_sid"]),
-                    recording_sid=_str(item["sid"]),
-                    twilio_status="completed",
-                    meta=RecordingMeta(
-                        duration=_digits(item.get("duration")),
-                        channels=_digits(item.get("channels")),
-                        source=_str(item.get("source"))
-                        if _str(item.get("source")).isalpha()
-                        else "",
-                        start_ms=str(_ms(item.get("start_time")) or ""),
-                    ),
-                    now_ms=now_ms,
+                meta = RecordingMeta(
+                    duration=_digits(item.get("duration")),
+                    channels=_digits(item.get("channels")),
+                    source=_str(item.get("source")) if _str(item.get("source")).isalpha() else "",
+                    start_ms=str(_ms(item.get("start_time")) or ""),
                 )
+                if id(item) in own_ids:
+                    await self._registry.queue_recording_status(
+                        pipe,
+                        self._b,
+                        _str(item["call_sid"]),
+                        recording_sid=_str(item["sid"]),
+                        twilio_status="completed",
+                        meta=meta,
+                        now_ms=now_ms,
+                    )
+                else:
+                    await self._registry.recordings.queue_conference_recording(
+                        pipe,
+                        self._b,
+                        _str(item["conference_sid"]),
+                        recording_sid=_str(item["sid"]),
+                        twilio_status="completed",
+                        meta=meta,
+                        now_ms=now_ms,
+                    )
             pipe.hset(self._cursor_key, mapping=self._cursor_fields(phase, page, progress))
-            await pipe.execute()
+            results = await pipe.execute()
+        if self._req.download:
+            # The slot member each script chose (the call for a primary): what nobody has
+            # asked for yet goes to the backlog. (A crash right here leaves them available,
+            # to be fetched on a click: never fetched twice, never lost.)
+            wanted = []
+            for item, raw in zip(mine, results, strict=False):
+                update = parse_update(raw)
+                if _str(item["sid"]) in new and update.state == "available":
+                    wanted.append(update.member)
+            if wanted:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    backlog.add(pipe, self._b, wanted)
+                    pipe.hincrby(self._cursor_key, "downloads_queued", len(wanted))
+                    await pipe.execute()
+                progress.downloads_queued += len(wanted)

@@ -4,7 +4,7 @@ recording imported once, resumable after an interruption, a second run adds noth
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
@@ -170,9 +170,10 @@ async def test_download_waits_in_the_backlog_until_users_queue_is_empty(
     assert await feeder.feed_all() == 2
     entries = await redis.xrange(keys.EVENTS)
     events = [Event.parse(fields) for _, fields in entries]
+    # Oldest first, as they were made.
     assert [(e.kind, e.sid, e.source) for e in events] == [
-        ("request", calls[0].call_sid, "backfill"),
-        ("request", calls[1].call_sid, "backfill"),
+        ("request", calls[9].call_sid, "backfill"),
+        ("request", calls[8].call_sid, "backfill"),
     ]
     assert await redis.llen(keys.backlog(B)) == 8
     # A second run queues nothing again.
@@ -203,3 +204,28 @@ async def test_a_backfill_asked_over_the_api_is_run_once_by_a_worker(
     )
     assert status["calls_imported"] == expected == await redis.zcard(keys.calls_by_time(B))
     assert await job_status(redis, "nobody") is None
+
+
+async def test_conference_recordings_of_known_conferences_are_imported(
+    redis: Redis, twilio: TwilioRest, simulator: Simulator
+) -> None:
+    calls, recs = _history(simulator, 5)
+    known, stranger = "CF" + "1" * 32, "CF" + "2" * 32
+    registry = CallRegistry(redis)
+    await registry.recordings.apply_conference_status(
+        B, known, calls[0].call_sid, "participant-join", now_ms=1
+    )
+    at = NEWEST - timedelta(minutes=1)
+    ours = SimRecording(B, "", "RE" + "1" * 32, conference_sid=known, created_at=at)
+    theirs = SimRecording(B, "", "RE" + "2" * 32, conference_sid=stranger, created_at=at)
+    simulator.add_calls([], [ours, theirs])
+    done = await _run(redis, twilio, BackfillRequest(B, download=True))
+    assert done.recordings_imported == 6
+    # Each downloads under its slot member: the call for a primary, the SID otherwise.
+    backlog = set(texts(await redis.lrange(keys.backlog(B), 0, -1)))
+    assert backlog == {c.call_sid for c in calls} | {ours.recording_sid}
+    call = await registry.get(B, calls[0].call_sid)
+    assert call is not None
+    listed = (await registry.recordings.recordings_of([call]))[call.sid]
+    assert [r.sid for r in listed] == [recs[0].recording_sid, ours.recording_sid]
+    assert not await redis.exists(keys.call(B, theirs.recording_sid))
