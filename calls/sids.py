@@ -37,6 +37,13 @@ def conference_sid(value: str, *, what: str = "ConferenceSid") -> str:
     return value
 
 
+def slot_member(value: str, *, what: str = "sid") -> str:
+    """A stored recording's name: a Call SID (a call's primary) or a Recording SID."""
+    if not STORED_SID.fullmatch(value):
+        raise BadRequest(f"{what} must be a Twilio Call or Recording SID (CA or RE + 32 hex)")
+    return value
+
+
 def business_id(value: str) -> str:
     if not BUSINESS_ID.fullmatch(value):
         raise BadRequest("business_id must be 1-64 characters of letters, digits, '_' or '-'")

@@ -130,6 +130,11 @@ def test_a_download_in_flight_when_erased_is_discarded(stack: Stack, sim: Simula
     assert not (stack.recordings_dir / f"{rec.call_sid}.mp3").exists()
     assert _status(web, rec.call_sid) == "erased"
     assert play(web, B, rec.call_sid).status_code == 404
+    # Its slot is released at once (a done event like any other), nothing dead-lettered.
+    client = redis.Redis.from_url(stack.redis_url)
+    wait_for(lambda: client.scard(keys.slots(B)) == 0, "the slot released")
+    assert client.xlen(keys.DEAD_LETTERS) == 0
+    client.close()
 
 
 def test_erasure_removes_the_object_and_every_cache(
