@@ -27,6 +27,10 @@ from ingest.shutdown import Stopping
 from ingest.state import AppState
 from storage.factory import open_store
 
+# A request's commands answer at once: a Redis that stops answering fails the request
+# fast (503) instead of holding it. (redis-py 8's default too; said here, not assumed.)
+REQUEST_SOCKET_TIMEOUT_S = 5
+
 ROUTES = [
     Route("/", page.index, methods=["GET"]),
     Route("/healthz", health.healthz, methods=["GET"]),
@@ -81,15 +85,24 @@ ROUTES = [
 ]
 
 
+def _client(url: str, socket_timeout_s: float) -> Redis:
+    return Redis.from_url(
+        url,
+        socket_timeout=socket_timeout_s,
+        health_check_interval=30,
+        socket_connect_timeout=2,
+        max_connections=512,
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         assert settings.redis_url
-        redis = Redis.from_url(
-            settings.redis_url,
-            health_check_interval=30,
-            socket_connect_timeout=2,
-            max_connections=512,
+        redis = _client(settings.redis_url, REQUEST_SOCKET_TIMEOUT_S)
+        # A blocking read outlasts REQUEST_SOCKET_TIMEOUT_S: a client of its own.
+        blocking_redis = _client(
+            settings.redis_url, status_events.read_socket_timeout_s(settings.sse_keepalive_s)
         )
         store = open_store(settings)
         token = settings.twilio.auth_token
@@ -98,6 +111,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.callrec = AppState(
             settings=settings,
             redis=redis,
+            blocking_redis=blocking_redis,
             registry=CallRegistry(redis),
             store=store,
             validator=RequestValidator(token) if token else None,
@@ -107,6 +121,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await store.close()
+            await blocking_redis.aclose()
             await redis.aclose()
 
     return Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from calls import keys
 from calls.errors import BadRequest
 from calls.events import Event
-from calls.redis_values import text_map, texts
+from calls.redis_values import entries, text_map, texts
 from calls.registry import CallRegistry
 from lifecycle.backfill import Backfill, BackfillRequest, Progress
 from lifecycle.backlog import BacklogFeeder
@@ -168,8 +168,7 @@ async def test_download_waits_in_the_backlog_until_users_queue_is_empty(
     # One slot busy: two free, two taken, as ordinary request events.
     await redis.sadd(keys.slots(B), "CA" + "8" * 32)
     assert await feeder.feed_all() == 2
-    entries = await redis.xrange(keys.EVENTS)
-    events = [Event.parse(fields) for _, fields in entries]
+    events = [Event.parse(fields) for _, fields in entries(await redis.xrange(keys.EVENTS))]
     # Oldest first, as they were made.
     assert [(e.kind, e.sid, e.source) for e in events] == [
         ("request", calls[9].call_sid, "backfill"),
