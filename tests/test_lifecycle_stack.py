@@ -3,6 +3,7 @@ callrec's is durable, and erasure that nothing brings back (guarantee 11)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -156,3 +157,27 @@ def test_erasure_removes_the_object_and_every_cache(
     assert sim.send_recording_status(f"{hooks}/recording-status", rec) == 204
     assert play(web, B, rec.call_sid).status_code == 404
     assert sim.media_requests(rec.recording_sid) == 1
+
+
+def test_workers_erase_expired_recordings_and_drop_old_calls(stack: Stack, sim: Simulator) -> None:
+    web = stack.start_web(PREFETCH_ON_WEBHOOK="false")
+    # The helpers' calls started in November 2023: long expired under a 1-day retention.
+    old = register(sim, web, B, 30)
+    keeper = stack.start_worker()  # no retention: stores it
+    assert play_until_stored(web, B, old.call_sid).content == media_bytes(old)
+    keeper.popen.send_signal(signal.SIGTERM)
+    keeper.popen.wait(timeout=30)
+    stack.start_worker(RETENTION_DAYS="1", CALL_RETENTION_DAYS="3650", LIFECYCLE_INTERVAL_MS="100")
+    wait_for(lambda: _status(web, old.call_sid) == "erased", "retention to erase it")
+    assert not (stack.recordings_dir / f"{old.call_sid}.mp3").exists()
+    wait_for(lambda: sim.deletes(old.recording_sid) == 1, "Twilio's copy deleted")
+    assert play(web, B, old.call_sid).status_code == 404
+
+    stack.start_worker(RETENTION_DAYS="1", CALL_RETENTION_DAYS="1", LIFECYCLE_INTERVAL_MS="100")
+
+    def dropped() -> bool:
+        r = httpx.get(f"{web}/api/calls/{old.call_sid}/recording/status", headers=auth(B))
+        return r.status_code == 404
+
+    wait_for(dropped, "call retention to drop the call record")
+    assert httpx.get(f"{web}/api/calls", headers=auth(B), timeout=10).json()["calls"] == []
