@@ -1,6 +1,6 @@
 """``callrec``: ``dev`` runs the stack locally; ``token`` prints an API token;
-``status`` and ``dead-letters`` are the operator's views; ``backfill`` imports the past;
-``erase`` forgets recordings for good."""
+``status`` and ``dead-letters`` are the operator's views; ``check`` is the preflight;
+``backfill`` imports the past; ``erase`` forgets recordings for good."""
 
 from __future__ import annotations
 
@@ -22,7 +22,12 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from callrec.dev import run_dev
+    try:
+        from callrec.dev import run_dev
+    except ModuleNotFoundError as exc:
+        # The production image and `pip install -r requirements.txt` leave the dev parts out.
+        print(f"callrec dev: not in this install ({exc}); use a checkout with `make dev`")
+        return 2
 
     return run_dev(
         port=args.port, workers=args.workers, demo_calls=args.demo_calls, local_s3=args.local_s3
@@ -86,6 +91,12 @@ def _erase(args: argparse.Namespace) -> int:
     return asyncio.run(erase(settings, args.business, call))
 
 
+def _check(args: argparse.Namespace) -> int:
+    from callrec.preflight import print_checks
+
+    return print_checks(load_settings())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--call", metavar="CA...", help="this call")
     which.add_argument("--all", action="store_true", help="every call of the business")
     erase.set_defaults(func=_erase)
+
+    check = sub.add_parser(
+        "check", help="preflight: Redis, storage, public URL, Twilio credentials (exit 1 on FAIL)"
+    )
+    check.set_defaults(func=_check)
     return parser
 
 
