@@ -50,6 +50,16 @@ def twilio_field(status: str) -> str:
     return f"{TWILIO_PREFIX}{status}"
 
 
+def twilio_delete_field(outcome: str) -> str:
+    """``outcome``: deleted, gone (Twilio had no copy any more), retry."""
+    return f"twilio_delete:{outcome}"
+
+
+def erase_field(what: str) -> str:
+    """``what``: recordings erased, on request or by retention."""
+    return f"erase:{what}"
+
+
 def bucket_field(prefix: str, bounds: tuple[float, ...], value: float) -> str:
     # Non-cumulative bucket counts; the exporter accumulates them. "inf" catches the rest.
     i = bisect.bisect_left(bounds, value)

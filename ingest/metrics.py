@@ -120,6 +120,19 @@ class _Snapshot(Collector):
                 (responses if ascii_digits(label) else failures).add_metric([label], value)
         yield responses
         yield failures
+        deletes = CounterMetricFamily(
+            "callrec_twilio_deletes",
+            "DELETEs of Twilio's copies: deleted, gone (no copy left), retry (failed, retried)",
+            labels=["outcome"],
+        )
+        for outcome in ("deleted", "gone", "retry"):
+            deletes.add_metric([outcome], c.get(stats.twilio_delete_field(outcome), 0.0))
+        yield deletes
+        erased = CounterMetricFamily(
+            "callrec_recordings_erased", "Recordings erased, on request or by retention"
+        )
+        erased.add_metric([], c.get(stats.erase_field("recordings"), 0.0))
+        yield erased
         in_use = GaugeMetricFamily("callrec_slots_in_use", "Download slots held, all businesses")
         in_use.add_metric([], sum(s for _, s, _ in self.per_business))
         yield in_use
