@@ -31,6 +31,10 @@ STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
 # The status stream's cap (MAXLEN ~), passed to every script that appends to it.
 STATUS_STREAM_MAXLEN = 1000
 PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repair scans it)
+# HASH sid -> ticket of each queued SID, consecutive from the head, plus TICKET_NEXT: a
+# page computes its place from its ticket and the head's (semaphore/lua/prelude.lua).
+TICKETS = "rec_tickets:{{{b}}}"
+TICKET_NEXT = "~next"  # the field holding the next tail ticket (never a SID)
 BACKFILL = "rec_backfill:{{{b}}}"  # HASH: a backfill's cursor and counters (lifecycle.backfill)
 ERASED = "rec_erased:{{{b}}}"  # SET of tombstones: erased slot members and recording SIDs
 RETENTION = "rec_retention:{{{b}}}"  # STRING: the last call retention erased (its cursor)
@@ -126,6 +130,10 @@ def pending(b: str) -> str:
     return PENDING.format(b=b)
 
 
+def tickets(b: str) -> str:
+    return TICKETS.format(b=b)
+
+
 def erased(b: str) -> str:
     return ERASED.format(b=b)
 
@@ -156,5 +164,14 @@ def delayed_member(b: str, sid: str) -> str:
 
 
 def business_keys(b: str) -> list[str]:
-    """KEYS[1..7] of every slot script, in the order semaphore/lua/prelude.lua documents."""
-    return [slots(b), queue(b), queued(b), queued_at(b), fence(b), status_stream(b), pending(b)]
+    """KEYS[1..8] of every slot script, in the order semaphore/lua/prelude.lua documents."""
+    return [
+        slots(b),
+        queue(b),
+        queued(b),
+        queued_at(b),
+        fence(b),
+        status_stream(b),
+        pending(b),
+        tickets(b),
+    ]

@@ -9,6 +9,7 @@ cumulative) plus a ``:sum`` field, accumulated by ``ingest/metrics.py`` at scrap
 from __future__ import annotations
 
 import bisect
+import collections
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -67,6 +68,31 @@ def bucket_field(prefix: str, bounds: tuple[float, ...], value: float) -> str:
 
 async def count(redis: Redis, field: str, by: int = 1) -> None:
     await redis.hincrby(STATS, field, by)
+
+
+class PendingCounts:
+    """Counters kept in memory until a round trip that happens anyway carries them (a
+    download's finishing pipeline) or the worker's maintenance loop flushes them, so a
+    Twilio response costs no round trip of its own. Counts taken by a pipeline that then
+    fails are lost, as a crashed process's would be: they are metrics, not state."""
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, field: str, by: int = 1) -> None:
+        self._counts[field] += by
+
+    def drain_into(self, pipe: Pipeline) -> None:
+        for field, by in self._counts.items():
+            pipe.hincrby(STATS, field, by)
+        self._counts.clear()
+
+    async def flush(self, redis: Redis) -> None:
+        if not self._counts:
+            return
+        async with redis.pipeline(transaction=False) as pipe:
+            self.drain_into(pipe)
+            await pipe.execute()
 
 
 def add_download_observation(

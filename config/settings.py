@@ -7,6 +7,7 @@ and hand the result to whatever they build.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ StorageKind = Literal["disk", "s3"]
 # them, every web and worker process has its own disk.
 PLATFORM_MARKERS = (("DYNO", "Heroku"), ("RENDER_SERVICE_ID", "Render"), ("FLY_APP_NAME", "Fly.io"))
 ServeS3Via = Literal["redirect", "proxy"]
-ServeVia = Literal["app", "x-accel"]
+ServeVia = Literal["app", "x-accel", "signed"]
 
 
 class SettingsError(Exception):
@@ -40,6 +41,14 @@ class S3Settings:
     cache_max_bytes: int | None
     # SigV4 signs the region; R2 wants "auto", AWS the bucket's own region.
     region: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignedUrlSettings:
+    """SERVE_VIA=signed: the key of the media URLs plays redirect to, and their lifetime."""
+
+    secret: str
+    ttl_s: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,7 @@ class Settings:
     platform: str | None  # the PaaS this runs on, when one is recognised
     s3: S3Settings | None
     serve_via: ServeVia
+    signed_urls: SignedUrlSettings | None  # set exactly when serve_via == "signed"
     max_slots_per_business: int
     inflight_ttl_s: int
     queued_ttl_s: int
@@ -174,6 +184,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
             region=region or ("auto" if endpoint_url else "us-east-1"),
         )
     public_base = read.text("PUBLIC_BASE_URL")
+    serve_via = read.choice("SERVE_VIA", "app", ("app", "x-accel", "signed"))
+    signed_urls = None
+    if serve_via == "signed":
+        signed_urls = SignedUrlSettings(
+            secret=_signed_url_secret(read.required("SIGNED_URL_SECRET")),
+            ttl_s=read.integer("SIGNED_URL_TTL_SECONDS", 300),
+        )
     return Settings(
         redis_url=read.text("REDIS_URL"),
         twilio=TwilioSettings(
@@ -188,7 +205,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
         recordings_dir_shared=read.optional_flag("RECORDINGS_DIR_SHARED"),
         platform=next((name for var, name in PLATFORM_MARKERS if read.text(var)), None),
         s3=s3,
-        serve_via=read.choice("SERVE_VIA", "app", ("app", "x-accel")),  # type: ignore[arg-type]
+        serve_via=serve_via,  # type: ignore[arg-type]
+        signed_urls=signed_urls,
         max_slots_per_business=read.integer("MAX_SLOTS_PER_BUSINESS", 3),
         inflight_ttl_s=read.integer("INFLIGHT_TTL_SECONDS", 120),
         queued_ttl_s=read.integer("QUEUED_TTL_SECONDS", 1200),
@@ -226,6 +244,23 @@ def _lifecycle(read: _Reader) -> LifecycleSettings:
         retention_batch=read.integer("RETENTION_BATCH", 100),
         lifecycle_interval_ms=read.integer("LIFECYCLE_INTERVAL_MS", 1000),
     )
+
+
+# The secret is pasted into nginx.conf (secure_link_md5), where quotes, spaces and "$"
+# would change the directive's meaning: keep it to the URL-safe base64 alphabet.
+SIGNED_URL_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,}")
+
+
+def _signed_url_secret(value: str) -> str:
+    if value.startswith("CALLREC_SIGNED"):
+        # deploy/nginx.conf's placeholder: nginx refuses every URL while it is in place.
+        raise SettingsError("SIGNED_URL_SECRET is still deploy/nginx.conf's placeholder")
+    if not SIGNED_URL_SECRET_PATTERN.fullmatch(value):
+        raise SettingsError(
+            "SIGNED_URL_SECRET must be at least 32 characters of A-Z a-z 0-9 _ - "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return value
 
 
 WEB_REQUIRED = ("REDIS_URL", "CALLREC_JWT_SECRET")

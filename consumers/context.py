@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
 from calls.registry import CallRegistry
+from calls.stats import PendingCounts
 from config.settings import Settings
 from consumers.twilio_media import TwilioMedia
 from semaphore import Slots
@@ -24,3 +26,10 @@ class WorkerContext:
     consumer: str  # this worker's consumer name in the group
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0
+    # Twilio response counters, written with the next finishing pipeline or maintenance.
+    counts: PendingCounts = field(default_factory=PendingCounts)
+    # Held from a slot script call (request, release) to its RECORDING_* lines, so this
+    # worker's log shows admissions in the order the scripts made them: finishing
+    # downloads release concurrently, on separate connections, and could otherwise log
+    # in either order.
+    admission_order: asyncio.Lock = field(default_factory=asyncio.Lock)

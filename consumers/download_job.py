@@ -1,8 +1,15 @@
-"""One download, from a granted slot to a stored ``<call_sid>.mp3`` and a done event.
+"""One download, from a granted slot to a stored ``<call_sid>.mp3`` and a released slot.
 
 Runs as a task in the worker, outside the stream handler: the ``start`` entry is
 acknowledged as soon as the task exists, and a crash from here on is repaired by the
 lease lapsing (the slot script requeues the call at the head of its business's queue).
+
+The finishing worker holds the slot's fencing token, so it releases the slot and starts
+the promoted downloads itself, in the round trip that records the download's counters: a
+done event through the stream would cost an XADD, a read and an acknowledgement more,
+and a second worker's handling. A release lost to a crash or a Redis outage is repaired
+the same way as any lost step: the lease lapses, the call is requeued, and its next
+download finds the file stored.
 """
 
 from __future__ import annotations
@@ -13,16 +20,17 @@ import logging
 import time
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from calls import stats
 from calls.errors import DownloadError, LeaseLost, StorageUnavailable
-from calls.events import Event, add_events
+from calls.events import Event
 from consumers import handlers
 from consumers.backoff import backoff_s
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.lease import keep_lease
+from semaphore.slots import Outcome, SlotResult
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +43,30 @@ class Ending:
     size_bytes: int | None = None  # set when this attempt stored a file from Twilio
 
 
-async def run_download(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
+async def run_download(
+    ctx: WorkerContext,
+    b: str,
+    sid: str,
+    token: str,
+    start_download: handlers.StartDownload | None = None,
+) -> Ending | None:
+    """How the download ended, as its slot's release recorded it; None when nothing was
+    recorded (its lease was lost to a newer holder, or Redis was unreachable).
+    ``start_download`` starts the downloads this one's release promotes (the worker's own
+    task starter); without it, they get start events."""
     log.info("download begins business_id=%s sid=%s token=%s", b, sid, token)
     try:
-        await _run(ctx, b, sid, token)
+        return await _run(ctx, b, sid, token, start_download)
     except RedisError as exc:
         # Nothing can be recorded without Redis; the lease lapses and the slot script
         # requeues the call at the head of its queue for whichever worker is alive then.
         log.warning("download abandoned business_id=%s sid=%s: redis unavailable (%s)", b, sid, exc)
+        return None
 
 
-async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
+async def _run(
+    ctx: WorkerContext, b: str, sid: str, token: str, start_download: handlers.StartDownload | None
+) -> Ending | None:
     started = time.monotonic()
     ending: Ending | None = None
     keeper = None
@@ -84,7 +105,8 @@ async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
         error = DownloadError(f"internal error: {type(exc).__name__}", retryable=True)
         ending = await _failure_if_held(ctx, b, sid, token, error)
     if ending is not None:
-        await _finish(ctx, b, sid, token, ending, time.monotonic() - started)
+        await _finish(ctx, b, sid, token, ending, time.monotonic() - started, start_download)
+    return ending
 
 
 async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
@@ -199,21 +221,32 @@ def _words(text: str) -> str:
 
 
 async def _finish(
-    ctx: WorkerContext, b: str, sid: str, token: str, ending: Ending, seconds: float
+    ctx: WorkerContext,
+    b: str,
+    sid: str,
+    token: str,
+    ending: Ending,
+    seconds: float,
+    start_download: handlers.StartDownload | None,
 ) -> None:
     metric = {"ready": "ok", "retry": "retry", "failed": "failed"}.get(ending.outcome)
-    done = Event(
-        "done",
-        b,
-        sid,
-        token=token,
-        outcome=ending.outcome,
-        reason=ending.reason,
-        delay_ms=ending.delay_ms,
-    )
-    # One round trip, in order: the counters, then the event that frees the slot.
-    async with ctx.redis.pipeline(transaction=False) as pipe:
-        if metric:
-            stats.add_download_observation(pipe, metric, seconds, ending.size_bytes)
-        add_events(pipe, done)
-        await pipe.execute()
+    # One round trip, in order: the counters, then the release that frees the slot and
+    # promotes the next requests.
+    outcome: Outcome = ending.outcome  # type: ignore[assignment]
+    async with ctx.admission_order:
+        try:
+            async with ctx.redis.pipeline(transaction=False) as pipe:
+                if metric:
+                    stats.add_download_observation(pipe, metric, seconds, ending.size_bytes)
+                ctx.counts.drain_into(pipe)
+                ctx.slots.release_in(pipe, b, sid, token, outcome)
+                replies = await pipe.execute()
+            result = SlotResult.parse(replies[-1])
+        except NoScriptError:
+            # The server does not know the script yet (this process's first release, or
+            # a restarted or failed-over node): the counters went in; the release on its
+            # own loads the script and runs it.
+            result = await ctx.slots.release(b, sid, token, outcome)
+        await handlers.after_release(
+            ctx, b, sid, ending.outcome, ending.delay_ms, result, start_download
+        )

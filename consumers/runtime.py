@@ -32,8 +32,10 @@ async def build_worker(
     )
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
 
+    counts = stats.PendingCounts()
+
     async def count_twilio_response(status: str) -> None:
-        await stats.count(redis, stats.twilio_field(status))
+        counts.add(stats.twilio_field(status))
 
     twilio = TwilioMedia(
         api_base=settings.twilio.api_base,
@@ -58,6 +60,7 @@ async def build_worker(
         twilio=twilio,
         consumer=consumer,
         backoff_base_s=settings.worker.backoff_base_ms / 1000,
+        counts=counts,
     )
     worker = Worker(
         ctx,

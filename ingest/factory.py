@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
@@ -24,6 +25,7 @@ from ingest import (
 )
 from ingest.errors import HANDLERS
 from ingest.shutdown import Stopping
+from ingest.signed_media import SignedMediaFront
 from ingest.state import AppState
 from storage.factory import open_store
 
@@ -124,4 +126,18 @@ def create_app(settings: Settings) -> Starlette:
             await blocking_redis.aclose()
             await redis.aclose()
 
-    return Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
+    middleware = []
+    if settings.signed_urls is not None:
+        # SERVE_VIA=signed: /media/ is where plays redirect to (nginx answers it itself
+        # when in front). Answered ahead of the router and its exception middleware, as it
+        # is most of a player's requests.
+        middleware.append(
+            Middleware(
+                SignedMediaFront,
+                signed=settings.signed_urls,
+                recordings_dir=settings.recordings_dir,
+            )
+        )
+    return Starlette(
+        routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan, middleware=middleware
+    )
