@@ -23,12 +23,27 @@ CALLS_BY_TIME = "rec_calls:{{{b}}}"  # ZSET sid -> started_at (ms), for listing
 STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
 PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repair scans it)
 
+ACCOUNT = "tw_account:{{{b}}}"  # HASH: the business's own Twilio account (secrets encrypted)
+
+# --- per Twilio account, hash-tagged by the account SID: its request permits ------------
+PERMITS = "tw_permits:{{tw:{a}}}"  # SET of permit ids in flight; valid while their lease lives
+PERMIT_PREFIX = "tw_permit:{{tw:{a}}}:"  # + permit id: lease (value = business), PX
+RING = "tw_ring:{{tw:{a}}}"  # LIST of businesses with waiters, served round robin
+WAIT_PREFIX = "tw_wait:{{tw:{a}}}:"  # + business: LIST of that business's waiters, FIFO
+PROC_PREFIX = "tw_proc:{{tw:{a}}}:"  # + process id: its waiters are alive while this lives
+RATE = "tw_rate:{{tw:{a}}}"  # HASH: AIMD state (limit, ok, cut_ms) and 429 count
+
 # --- global --------------------------------------------------------------------------
 EVENTS = "rec_events"  # STREAM: request/start/done events, consumer group below
 EVENTS_GROUP = "workers"
 DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 DELAYED = "rec_delayed"  # ZSET "b|sid" -> due time (ms): retries waiting out a backoff
 BUSINESSES = "rec_businesses"  # SET of business ids that ever queued work (reconciler)
+ACCOUNTS = "tw_accounts"  # SET of businesses with their own Twilio account
+KNOWN_ACCOUNTS = "tw_known_accounts"  # SET of account SIDs requests went to (metrics, status)
+# Which business a call or recording SID belongs to: the first one that registered it.
+# One key per SID, untagged: each claim is a single-key SET NX.
+OWNER = "rec_owner:{sid}"
 STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
 
 
@@ -88,3 +103,21 @@ def delayed_member(b: str, sid: str) -> str:
 def business_keys(b: str) -> list[str]:
     """KEYS of every slot script, in the order their headers document."""
     return [slots(b), queue(b), queued(b), queued_at(b), fence(b), status_stream(b), pending(b)]
+
+
+def account(b: str) -> str:
+    return ACCOUNT.format(b=b)
+
+
+def owner(sid: str) -> str:
+    return OWNER.format(sid=sid)
+
+
+def permit_keys(a: str) -> list[str]:
+    """KEYS of every permit script, in the order their headers document."""
+    return [PERMITS.format(a=a), RING.format(a=a), RATE.format(a=a)]
+
+
+def permit_prefixes(a: str) -> list[str]:
+    """Prefixes of the permit scripts' derived keys (same hash tag as ``permit_keys``)."""
+    return [PERMIT_PREFIX.format(a=a), WAIT_PREFIX.format(a=a), PROC_PREFIX.format(a=a)]
