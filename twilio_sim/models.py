@@ -33,6 +33,9 @@ class SimRecording:
     recording_sid: str
     size_bytes: int = 64 * 1024
     duration_s: int = 30
+    # The account it is filed under (served only under that account's path); None: the
+    # simulator's main account.
+    account_sid: str | None = None
 
 
 @dataclass(frozen=True)
