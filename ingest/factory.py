@@ -8,15 +8,18 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.routing import Route
-from twilio.request_validator import RequestValidator
 
 from calls.registry import CallRegistry
 from config.settings import Settings
-from ingest import calls_api, health, metrics, page, playback, status_events, webhooks
+from ingest import admin, calls_api, health, metrics, page, playback, status_events, webhooks
 from ingest.errors import HANDLERS
 from ingest.shutdown import Stopping
 from ingest.state import AppState
 from storage.factory import open_store
+from tenants.accounts import AccountRegistry
+from tenants.secrets import secret_box
+from tenants.subaccounts import SubaccountDirectory
+from tenants.webhook_auth import WebhookAccounts
 
 ROUTES = [
     Route("/", page.index, methods=["GET"]),
@@ -34,6 +37,21 @@ ROUTES = [
     Route("/api/calls/{call_sid}/download", playback.download, methods=["GET", "HEAD"]),
     Route("/api/calls/{call_sid}/recording/status", playback.status, methods=["GET"]),
     Route("/api/events", status_events.events, methods=["GET"]),
+    Route(
+        "/api/admin/businesses/{business_id}/twilio-account",
+        admin.put_twilio_account,
+        methods=["PUT"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/twilio-account",
+        admin.get_twilio_account,
+        methods=["GET"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/twilio-account",
+        admin.delete_twilio_account,
+        methods=["DELETE"],
+    ),
 ]
 
 
@@ -48,20 +66,29 @@ def create_app(settings: Settings) -> Starlette:
             max_connections=512,
         )
         store = open_store(settings)
-        token = settings.twilio.auth_token
+        twilio = settings.twilio
         stopping = Stopping()
         stopping.install()
+        accounts = AccountRegistry(redis, secret_box(settings))
+        subaccounts = None
+        if twilio.subaccounts == "auto" and twilio.account_sid and twilio.auth_token:
+            subaccounts = SubaccountDirectory(
+                api_base=twilio.api_base, main_sid=twilio.account_sid, main_token=twilio.auth_token
+            )
         app.state.callrec = AppState(
             settings=settings,
             redis=redis,
             registry=CallRegistry(redis),
             store=store,
-            validator=RequestValidator(token) if token else None,
+            accounts=accounts,
+            webhook_accounts=WebhookAccounts(twilio, accounts, subaccounts),
             stopping=stopping,
         )
         try:
             yield
         finally:
+            if subaccounts is not None:
+                await subaccounts.aclose()
             await store.close()
             await redis.aclose()
 

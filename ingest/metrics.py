@@ -38,7 +38,9 @@ from starlette.responses import Response
 
 from calls import keys, stats
 from calls.redis_values import texts
+from ingest.account_metrics import AccountCollector
 from ingest.state import app_state
+from tenants.permits import usage
 
 TOP_BUSINESSES = 20
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -185,4 +187,7 @@ async def metrics(request: Request) -> Response:
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(snapshot)
+    state = app_state(request)
+    max_per_account = state.settings.twilio.max_concurrent_per_account
+    registry.register(AccountCollector(await usage(redis, max_per_account)))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

@@ -9,11 +9,13 @@ from email.utils import parsedate_to_datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
+from twilio.request_validator import RequestValidator
 
 from calls import sids
 from calls.errors import BadRequest, Forbidden, PayloadTooLarge
 from calls.events import request_download
 from ingest.state import AppState, app_state
+from tenants.ownership import claim
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +58,25 @@ async def _signed_form(request: Request, state: AppState) -> dict[str, str]:
     signature = request.headers.get("x-twilio-signature")
     if not signature:
         raise Forbidden("missing X-Twilio-Signature")
-    if state.validator is None:
-        raise Forbidden("webhook signing key (TWILIO_AUTH_TOKEN) is not configured")
-    if not state.validator.validate(_signed_url(request, state), params, signature):
+    token = await state.webhook_accounts.token_for(
+        _business(request), params.get("AccountSid", "")
+    )
+    if not RequestValidator(token).validate(_signed_url(request, state), params, signature):
         raise Forbidden("X-Twilio-Signature does not match")
     return params
+
+
+async def _owned(state: AppState, b: str, *sids: str) -> bool:
+    """Claim the SIDs for ``b``; a SID another business registered first is not ``b``'s
+    to touch: the callback is answered 204 and changes nothing."""
+    if await claim(state.redis, b, *sids):
+        return True
+    log.warning(
+        "FOREIGN_SID business_id=%s sids=%s: registered by another business; ignored",
+        b,
+        ",".join(s for s in sids if s),
+    )
+    return False
 
 
 def _business(request: Request) -> str:
@@ -93,6 +109,10 @@ async def call_status(request: Request) -> Response:
     if parent:
         sids.call_sid(parent, what="ParentCallSid")
     fields = {name: params.get(twilio_name, "")[:64] for twilio_name, name in CALL_FIELDS.items()}
+    # Validated above: the business's account, whose path its media is filed under.
+    fields["account_sid"] = params["AccountSid"]
+    if not await _owned(state, b, sid):
+        return Response(status_code=204)
     await state.registry.apply_call_status(
         b,
         sid,
@@ -117,6 +137,8 @@ async def recording_status(request: Request) -> Response:
     duration = params.get("RecordingDuration", "")
     if duration and not (duration.isascii() and duration.isdigit() and len(duration) <= 9):
         raise BadRequest("RecordingDuration must be a non-negative integer")
+    if not await _owned(state, b, sid, recording_sid):
+        return Response(status_code=204)
     new_state = await state.registry.apply_recording_status(
         b,
         sid,
@@ -125,6 +147,9 @@ async def recording_status(request: Request) -> Response:
         duration=duration,
         now_ms=int(time.time() * 1000),
     )
+    # Validated above: the account the recording is filed under; set before the request
+    # event, so the worker reads it.
+    await state.registry.set_account(b, sid, params["AccountSid"])
     # Only a recording nobody has asked for yet is requested: a redelivered callback
     # finds it queued, processing or ready and does nothing.
     prefetch = state.settings.prefetch_on_webhook

@@ -64,13 +64,13 @@ async def test_round_robin_between_businesses_fifo_within_one(redis: Redis) -> N
             await gate.wait()
 
     async def queued(b: str, n: int) -> None:
-        while await redis.llen(keys.WAIT_PREFIX.format(a=A) + b) < n:
+        while await redis.llen(keys.WAIT_PREFIX.format(a=A) + b) < n:  # noqa: ASYNC110
             await asyncio.sleep(0.002)
 
     # The first holds the only permit until the rest are queued, one after another (the
     # order of arrival is the FIFO order): A has 49 waiting, then B asks once.
     tasks = [asyncio.create_task(request("a", 0))]
-    while not order:
+    while not order:  # noqa: ASYNC110
         await asyncio.sleep(0.002)
     for n in range(1, 50):
         tasks.append(asyncio.create_task(request("a", n)))
