@@ -5,17 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 
 from redis.asyncio import Redis
 
 from calls import keys
-from tenants.permits import AccountPermits, usage
+from tenants.permits import AccountPermits, Permit, usage
 
 A = "AC" + "a" * 32
 
 
-def permits(redis: Redis, *, limit: int, proc: str, **kw: int) -> AccountPermits:
-    return AccountPermits(redis, max_per_account=limit, proc=proc, poll_s=0.005, **kw)  # type: ignore[arg-type]
+def permits(
+    redis: Redis,
+    *,
+    limit: int,
+    proc: str,
+    lease_ms: int = 15_000,
+    proc_ttl_ms: int = 5_000,
+    cooldown_ms: int = 1_000,
+) -> AccountPermits:
+    return AccountPermits(
+        redis, max_per_account=limit, proc=proc, poll_s=0.005, lease_ms=lease_ms,
+        proc_ttl_ms=proc_ttl_ms, cooldown_ms=cooldown_ms,
+    )  # fmt: skip
 
 
 class Gauge:
@@ -24,7 +36,7 @@ class Gauge:
         self.peak = 0
 
     @contextlib.contextmanager
-    def inside(self) -> object:
+    def inside(self) -> Iterator[None]:
         self.now += 1
         self.peak = max(self.peak, self.now)
         try:
@@ -41,7 +53,7 @@ async def test_cap_holds_across_processes_and_everyone_is_served(redis: Redis) -
     async def request(i: int) -> None:
         p = procs[i % 3]
         async with p.hold(A, f"b{i % 7}") as permit:
-            with gauge.inside():  # type: ignore[attr-defined]
+            with gauge.inside():
                 await asyncio.sleep(0.005)
             permit.report("ok")
         served.append(f"{i}")
@@ -96,21 +108,35 @@ async def test_dead_holders_permit_comes_back_through_the_poll(redis: Redis) -> 
 
 
 async def test_waiters_of_a_dead_process_are_skipped(redis: Redis) -> None:
-    p = permits(redis, limit=1, proc="p1", proc_ttl_ms=200)
+    p = permits(redis, limit=1, proc="p1")
     first = await p._acquire(A, "b1", False)
-    # A waiter whose process stops polling (its liveness key lapses): never granted.
-    ghost = asyncio.create_task(p._acquire(A, "ghost", False))
-    await asyncio.sleep(0.05)
-    ghost.cancel()  # cancelled before the cancel script can run? it runs shielded
-    with contextlib.suppress(asyncio.CancelledError):
-        await ghost
-    assert await redis.llen(keys.WAIT_PREFIX.format(a=A) + "ghost") == 0
+    # A waiter whose process then died: nothing polls for it, its liveness key lapses.
+    dead = permits(redis, limit=1, proc="dead", proc_ttl_ms=200)
+    await dead._run("acquire", A, "dead|1", "ghost", "0")
     other = permits(redis, limit=1, proc="p2")
     waiting = asyncio.create_task(other._acquire(A, "b2", False))
-    await asyncio.sleep(0.05)
-    await p._release(__import__("tenants.permits").permits.Permit(first, A, "ok"))
+    while await redis.llen(keys.WAIT_PREFIX.format(a=A) + "b2") < 1:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    while await redis.exists(keys.PROC_PREFIX.format(a=A) + "dead"):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    await p._release(Permit(first, A, "ok"))
     async with asyncio.timeout(10):
         assert (await waiting).startswith("p2|")
+    assert await redis.llen(keys.WAIT_PREFIX.format(a=A) + "ghost") == 0
+
+
+async def test_a_cancelled_waiter_leaves_its_line(redis: Redis) -> None:
+    p = permits(redis, limit=1, proc="p1")
+    await p._acquire(A, "b1", False)
+    waiter = asyncio.create_task(p._acquire(A, "b2", False))
+    while await redis.llen(keys.WAIT_PREFIX.format(a=A) + "b2") < 1:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    assert await redis.llen(keys.WAIT_PREFIX.format(a=A) + "b2") == 0
+    assert await redis.llen(keys.RING.format(a=A)) == 0
+    assert await redis.scard(keys.PERMITS.format(a=A)) == 1
 
 
 async def test_429_halves_the_limit_successes_raise_it_back(redis: Redis) -> None:

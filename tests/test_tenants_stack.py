@@ -195,3 +195,31 @@ def test_admin_api_bad_input(stack: Stack, sim: Simulator) -> None:
     }
     assert httpx.delete(url, headers=admin_headers(), timeout=10).status_code == 204
     assert httpx.get(url, headers=admin_headers(), timeout=10).status_code == 404
+
+
+def test_child_call_of_an_unregistered_parent_finds_the_parent_legs_recording(
+    stack: Stack, sim: Simulator
+) -> None:
+    web = stack.start_web()
+    stack.start_worker()
+    parent, child = call_sid(20), call_sid(21)
+    # Twilio files a <Dial>'s recording under the parent leg, which callrec never heard of.
+    rec = SimRecording("kids", parent, rec_sid(20))
+    sim.add_recording(rec)
+    hooks = f"{web}/webhooks/twilio/kids"
+    status = sim.send_call_status(f"{hooks}/call-status", call_sid=child, parent_call_sid=parent)
+    assert status == 204
+    assert play_until_stored(web, "kids", child).content == media_bytes(rec)
+    assert sim.listing_requests() == 2  # the child's own listing, then the parent's
+    # A parent leg another business registered is not listed for this one.
+    register_on(sim, web, "other", 30, None, recording_webhook=False)
+    orphan = call_sid(31)
+    hooks = f"{web}/webhooks/twilio/kids"
+    assert (
+        sim.send_call_status(f"{hooks}/call-status", call_sid=orphan, parent_call_sid=call_sid(30))
+        == 204
+    )
+    sim.add_recording(SimRecording("other", call_sid(30), rec_sid(30)))
+    wait_for(lambda: play(web, "kids", orphan).status_code == 404, "no recording for the child")
+    assert sim.listing_requests() == 3
+    assert sim.downloads(rec_sid(30)) == 0
