@@ -70,6 +70,7 @@ class Permit:
 @dataclass(slots=True)
 class _Waiters:
     futures: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    businesses: dict[str, str] = field(default_factory=dict)  # waiter id -> business
     poller: asyncio.Task[None] | None = None
 
 
@@ -118,6 +119,7 @@ class AccountPermits:
         if waiters is None:
             return
         for permit_id in ids:
+            waiters.businesses.pop(permit_id, None)
             future = waiters.futures.pop(permit_id, None)
             if future is not None and not future.done():
                 future.set_result(None)
@@ -146,10 +148,12 @@ class AccountPermits:
         # Registered before the script runs: a grant made by this very call (or by a
         # release in this process right after it) finds the future.
         waiters.futures[permit_id] = future
+        waiters.businesses[permit_id] = b
         try:
             result = await self._run("acquire", a, permit_id, b, "1" if front else "0")
             if result.get("granted"):
                 waiters.futures.pop(permit_id, None)
+                waiters.businesses.pop(permit_id, None)
                 return permit_id
             if waiters.poller is None or waiters.poller.done():
                 waiters.poller = asyncio.create_task(self._poll(a, waiters))
@@ -157,6 +161,7 @@ class AccountPermits:
             return permit_id
         except BaseException:
             waiters.futures.pop(permit_id, None)
+            waiters.businesses.pop(permit_id, None)
             # Leave the line; a permit granted meanwhile goes back at once.
             with contextlib.suppress(RedisError):
                 await asyncio.shield(self._run("cancel", a, permit_id, b))
@@ -165,15 +170,21 @@ class AccountPermits:
     async def _poll(self, a: str, waiters: _Waiters) -> None:
         while waiters.futures:
             await asyncio.sleep(self.poll_s)
-            ids = list(waiters.futures)
-            if not ids:
+            pairs = [(i, b) for i, b in waiters.businesses.items() if i in waiters.futures]
+            if not pairs:
                 break
             try:
-                result = await self._run("poll", a, self.proc, *ids)
+                result = await self._run("poll", a, self.proc, *(x for p in pairs for x in p))
             except RedisError as exc:
                 log.warning("permit poll failed account=%s: %s", a, exc)
                 await asyncio.sleep(min(1.0, self.proc_ttl_ms / 4000))
                 continue
+            if result.get("requeued"):
+                log.warning(
+                    "permit waiters put back in line account=%s n=%s (this process stalled)",
+                    a,
+                    result["requeued"],
+                )
             self._wake(a, _ids(result.get("granted")))
 
     async def _renew(self, a: str, permit_id: str) -> None:

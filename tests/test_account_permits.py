@@ -169,3 +169,25 @@ async def test_a_cooldown_keeps_a_burst_of_429s_from_collapsing_the_limit(redis:
             permit.report("throttled")
     [u] = await usage(redis, 16)
     assert (u.limit, u.throttled) == (8, 5)
+
+
+async def test_a_stalled_process_gets_its_dropped_waiters_back_in_line(redis: Redis) -> None:
+    p = permits(redis, limit=1, proc="p1")
+    first = await p._acquire(A, "b1", False)
+    slow = permits(redis, limit=1, proc="slow", proc_ttl_ms=200)
+    waiting = asyncio.create_task(slow._acquire(A, "b2", False))
+    while await redis.llen(keys.WAIT_PREFIX.format(a=A) + "b2") < 1:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    # The process stalls (its poller does not run) past its liveness: a release meanwhile
+    # drops its waiter from the line.
+    poller = slow._waiting[A].poller
+    assert poller is not None
+    poller.cancel()
+    while await redis.exists(keys.PROC_PREFIX.format(a=A) + "slow"):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    await p._release(Permit(first, A, "ok"))
+    assert await redis.llen(keys.WAIT_PREFIX.format(a=A) + "b2") == 0  # dropped
+    # It wakes up: its next poll puts the waiter back at the head, and it is granted.
+    slow._waiting[A].poller = asyncio.create_task(slow._poll(A, slow._waiting[A]))
+    async with asyncio.timeout(10):
+        assert (await waiting).startswith("slow|")

@@ -21,6 +21,9 @@ KEYS (all share the hash tag {tw:<account sid>}, so one account is one cluster s
     ARGV[2] .. b     tw_wait:{tw:A}:<b>     LIST   waiter ids of business b, FIFO
     ARGV[3] .. proc  tw_proc:{tw:A}:<proc>  STRING the waiters of process proc are alive
                                             while this exists (its poller renews it)
+    ARGV[3] .. proc .. ':lapsed'            STRING set when that key was found gone: the
+                                            process's waiters may have been dropped, its
+                                            next poll puts them back in line
 ARGV (common):
   ARGV[1..3] the prefixes above
   ARGV[4] max_limit     TWILIO_MAX_CONCURRENT_PER_ACCOUNT
@@ -41,8 +44,13 @@ local proc_ttl_ms = tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+-- Marks the process alive. A process stalled longer than proc_ttl_ms (or new) finds its
+-- key gone: fill() may have dropped its waiters meanwhile, so its next poll repairs.
 local function alive(proc)
-  redis.call('SET', proc_prefix .. proc, '1', 'PX', proc_ttl_ms)
+  local key = proc_prefix .. proc
+  if not redis.call('SET', key, '1', 'PX', proc_ttl_ms, 'GET') then
+    redis.call('SET', key .. ':lapsed', '1', 'PX', 60000)
+  end
 end
 
 -- Members whose lease lapsed (their worker died or stalled) no longer count.
