@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from calls import keys
+from calls import keys, live_businesses
 from calls.redis_values import texts
 from config.settings import Settings
 from consumers.dead_letters import list_dead_letters, requeue_dead_letter
@@ -24,7 +24,8 @@ async def print_status(settings: Settings, business: str | None) -> int:
         if business:
             businesses = [business]
         else:
-            businesses = sorted(texts(await redis.smembers(keys.BUSINESSES)))
+            # Businesses with work (slots, queue, pending calls); name one to see it anyway.
+            businesses = sorted(await live_businesses.generations(redis))
         print(f"{'business':<20} {'slots':>7} {'queued':>7}  leases (sid: ms left)")
         for b in businesses:
             members = sorted(texts(await redis.smembers(keys.slots(b))))

@@ -21,6 +21,8 @@ CALL = "rec_call:{{{b}}}:{sid}"  # HASH: one call and its recording's state
 CALL_PREFIX = "rec_call:{{{b}}}:"
 CALLS_BY_TIME = "rec_calls:{{{b}}}"  # ZSET sid -> started_at (ms), for listing
 STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
+# The status stream's cap (MAXLEN ~), passed to every script that appends to it.
+STATUS_STREAM_MAXLEN = 1000
 PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repair scans it)
 
 ACCOUNT = "tw_account:{{{b}}}"  # HASH: the business's own Twilio account (secrets encrypted)
@@ -38,7 +40,12 @@ EVENTS = "rec_events"  # STREAM: request/start/done events, consumer group below
 EVENTS_GROUP = "workers"
 DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 DELAYED = "rec_delayed"  # ZSET "b|sid" -> due time (ms): retries waiting out a backoff
-BUSINESSES = "rec_businesses"  # SET of business ids that ever queued work (reconciler)
+# HASH business id -> generation: businesses with live work (queued, slot-holding or
+# pending calls), what the reconciler and /metrics walk (calls/live_businesses.py).
+LIVE_BUSINESSES = "rec_live_businesses"
+# The SET that indexed every business ever seen, before LIVE_BUSINESSES: adopted, then
+# emptied, by the reconciler after an upgrade.
+LEGACY_BUSINESSES = "rec_businesses"
 ACCOUNTS = "tw_accounts"  # SET of businesses with their own Twilio account
 KNOWN_ACCOUNTS = "tw_known_accounts"  # SET of account SIDs requests went to (metrics, status)
 # Which business a call or recording SID belongs to: the first one that registered it.
@@ -101,7 +108,7 @@ def delayed_member(b: str, sid: str) -> str:
 
 
 def business_keys(b: str) -> list[str]:
-    """KEYS of every slot script, in the order their headers document."""
+    """KEYS[1..7] of every slot script, in the order semaphore/lua/prelude.lua documents."""
     return [slots(b), queue(b), queued(b), queued_at(b), fence(b), status_stream(b), pending(b)]
 
 

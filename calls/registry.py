@@ -1,7 +1,9 @@
 """The call registry in Redis: one hash per call, a sorted set for newest-first paging.
 
 Webhooks write it (through two Lua scripts, so redelivered and reordered callbacks are
-harmless); the API reads it; the slot scripts keep each recording's ``state`` field.
+harmless); the API reads it. A recording's ``state`` field changes only through the Lua
+``set_state`` of ``semaphore/lua/prelude.lua``: here (recording status, mark ready) and
+in the slot scripts.
 """
 
 from __future__ import annotations
@@ -10,22 +12,18 @@ import base64
 import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
 
-from calls import keys
+from calls import keys, sids
 from calls.errors import BadRequest
 from calls.redis_values import text, text_map
+from semaphore.scripts import lua_text, register
 
-# What the API calls a recording's status; the slot scripts write these words.
-STATES = ("none", "available", "queued", "processing", "ready", "failed")
 PENDING_STATES = ("queued", "processing")
-
-
-def _lua(name: str) -> str:
-    return resources.files("calls").joinpath("lua", name).read_text(encoding="utf-8")
+# Twilio's RecordingStatus words that mean there is no recording to fetch.
+TWILIO_UNAVAILABLE = ("absent", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +47,11 @@ class Call:
     def twilio_recording(self) -> str | None:
         """Twilio's RecordingStatus for this call, None when no callback said anything."""
         return self.fields.get("rec_twilio")
+
+    @property
+    def twilio_unavailable(self) -> bool:
+        """Twilio said there is no recording to fetch (absent, or failed at Twilio)."""
+        return self.twilio_recording in TWILIO_UNAVAILABLE
 
     @property
     def has_own_recording(self) -> bool:
@@ -98,6 +101,7 @@ def encode_cursor(score: float, sid: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
+    """(started_at ms, call sid) of the last call of the previous page."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         score, _, sid = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
@@ -105,7 +109,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadRequest("before is not a cursor this API returned") from None
     # Scores are milliseconds; a number Redis cannot read as a float is no cursor of ours.
-    if not 0 <= value < 2**53:
+    if not 0 <= value < 2**53 or not sids.CALL_SID.fullmatch(sid):
         raise BadRequest("before is not a cursor this API returned")
     return value, sid
 
@@ -113,8 +117,10 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 class CallRegistry:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._call_status = redis.register_script(_lua("call_status.lua"))
-        self._recording_status = redis.register_script(_lua("recording_status.lua"))
+        self._call_status = redis.register_script(lua_text("calls", "call_status.lua"))
+        self._recording_status = register(redis, "calls", "recording_status.lua")
+        self._mark_ready = register(redis, "calls", "mark_ready.lua")
+        self._page = redis.register_script(lua_text("calls", "page.lua"))
 
     async def apply_call_status(
         self, b: str, sid: str, *, sequence: int, started_at_ms: int, fields: Mapping[str, str]
@@ -138,8 +144,13 @@ class CallRegistry:
         now_ms: int,
     ) -> str:
         state: object = await self._recording_status(
-            keys=[keys.call(b, sid), keys.calls_by_time(b), keys.status_stream(b)],
-            args=[sid, recording_sid, twilio_status, duration, now_ms],
+            keys=[
+                keys.call(b, sid),
+                keys.calls_by_time(b),
+                keys.status_stream(b),
+                keys.pending(b),
+            ],
+            args=[sid, recording_sid, twilio_status, duration, now_ms, keys.STATUS_STREAM_MAXLEN],
         )
         return text(state)
 
@@ -157,18 +168,12 @@ class CallRegistry:
         return [Call(b, text_map(row)) for row in rows if row]
 
     async def mark_ready(self, b: str, sid: str) -> None:
-        """The recording is in storage; say so once (status watchers get one event)."""
-        previous = await self._redis.hget(keys.call(b, sid), "state")
-        if previous != b"ready":
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.call(b, sid), "state", "ready")
-                pipe.xadd(
-                    keys.status_stream(b),
-                    {"sid": sid, "status": "ready", "position": ""},
-                    maxlen=1000,
-                    approximate=True,
-                )
-                await pipe.execute()
+        """The recording is in storage; say so once (status watchers get one event,
+        however many callers find the file at once)."""
+        await self._mark_ready(
+            keys=[keys.call(b, sid), keys.status_stream(b), keys.pending(b)],
+            args=[sid, keys.STATUS_STREAM_MAXLEN],
+        )
 
     async def mark_no_recording(self, b: str, sid: str) -> None:
         """Twilio lists no recording for the call: say so, and stop offering it."""
@@ -197,27 +202,15 @@ class CallRegistry:
     async def page(
         self, b: str, *, limit: int, before: str | None
     ) -> tuple[list[Call], str | None]:
-        """Newest first. The cursor is (score, sid) of the last call returned, so calls
-        added while a client pages never shift what it sees next."""
-        index = keys.calls_by_time(b)
-        max_score = "+inf"
-        after_sid: str | None = None
-        if before:
-            score, after_sid = decode_cursor(before)
-            max_score = str(score)
-        # Ties on started_at are ordered by sid descending (ZREVRANGEBYSCORE's order);
-        # fetch a few more than asked to step over the ones at the cursor's own score.
-        rows: list[Any] = await self._redis.zrevrangebyscore(
-            index, max_score, "-inf", start=0, num=limit + 64, withscores=True
+        """Newest first. The cursor is (started_at, sid) of the last call returned: unique,
+        so however many calls share a second none is skipped or repeated, and calls added
+        while a client pages never shift what it sees next."""
+        score, after_sid = decode_cursor(before) if before else (None, "")
+        rows: list[Any] = await self._page(
+            keys=[keys.calls_by_time(b)],
+            args=[limit + 1, "" if score is None else score, after_sid],
         )
-        picked: list[tuple[str, float]] = []
-        for member, score in rows:
-            sid = text(member)
-            if after_sid is not None and int(score) == int(max_score) and sid >= after_sid:
-                continue
-            picked.append((sid, score))
-            if len(picked) == limit + 1:
-                break
+        picked = [(text(rows[i]), int(float(text(rows[i + 1])))) for i in range(0, len(rows), 2)]
         more = len(picked) > limit
         picked = picked[:limit]
         calls = await self.get_many(b, [sid for sid, _ in picked])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
@@ -13,8 +13,6 @@ from semaphore import Slots
 from storage import RecordingStore
 from tenants.permits import AccountPermits
 from tenants.routing import AccountRouter
-
-INDEXED_BUSINESSES_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,5 +28,3 @@ class WorkerContext:
     consumer: str  # this worker's consumer name in the group
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0
-    # Businesses this process has added to keys.BUSINESSES (bounded; cleared when full).
-    indexed_businesses: set[str] = field(default_factory=set)

@@ -94,7 +94,7 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
         if await ctx.store.stat(sid) is not None:
             return Ending("ready")
         call = await ctx.registry.get(b, sid)
-        if call is not None and call.twilio_recording in ("absent", "failed"):
+        if call is not None and call.twilio_unavailable:
             return Ending("none", "no recording at Twilio")
         route = await ctx.router.route(b, call.fields.get("account_sid") if call else None)
         recording_sid = call.fields.get("rec_sid") if call else None

@@ -6,17 +6,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from calls import keys
+from calls import keys, live_businesses
 from calls.errors import StorageUnavailable
 from calls.events import Event, publish
-from consumers.context import INDEXED_BUSINESSES_MAX, WorkerContext
+from consumers.context import WorkerContext
 from semaphore.slots import SlotResult
 
 log = logging.getLogger(__name__)
 
 StartDownload = Callable[[str, str, str], None]
-# Twilio's RecordingStatus words that mean there is no recording to fetch.
-UNAVAILABLE = ("absent", "failed")
 
 
 async def announce(
@@ -55,17 +53,6 @@ async def announce(
         )
 
 
-async def _index_business(ctx: WorkerContext, b: str) -> None:
-    # The reconciler's index only ever grows: one SADD per business per process, not
-    # one per request.
-    if b in ctx.indexed_businesses:
-        return
-    await ctx.redis.sadd(keys.BUSINESSES, b)
-    if len(ctx.indexed_businesses) >= INDEXED_BUSINESSES_MAX:
-        ctx.indexed_businesses.clear()
-    ctx.indexed_businesses.add(b)
-
-
 async def on_request(
     ctx: WorkerContext, event: Event, start_download: StartDownload | None = None
 ) -> None:
@@ -82,12 +69,11 @@ async def on_request(
         await ctx.registry.mark_ready(b, sid)
         return
     call = await ctx.registry.get(b, sid)
-    if call is not None and call.twilio_recording in UNAVAILABLE:
+    if call is not None and call.twilio_unavailable:
         # A request that raced Twilio's absent/failed callback (or a requeued dead
         # letter): there is nothing to fetch, so it takes no slot and asks nothing.
         log.info("request ignored business_id=%s sid=%s twilio=%s", b, sid, call.twilio_recording)
         return
-    await _index_business(ctx, b)
     result = await ctx.slots.request(b, sid)
     max_slots = ctx.slots.max_slots
     if result.verdict == "admitted":
@@ -110,6 +96,9 @@ async def on_request(
     else:
         log.debug("request coalesced business_id=%s sid=%s verdict=%s", b, sid, result.verdict)
     await announce(ctx, b, result, skip=sid, start_download=start_download)
+    # After the script (live_businesses.py says why), and on every verdict: a redelivered
+    # request may be the one whose first handler died before noting the business.
+    await live_businesses.note(ctx.redis, b)
 
 
 async def on_start(ctx: WorkerContext, event: Event, start_download: StartDownload) -> None:

@@ -3,10 +3,12 @@
 - retries whose backoff ran out go back to the head of their business's queue;
 - stream entries of dead consumers are claimed (XAUTOCLAIM) and handled again, and
   entries delivered too often are dead-lettered;
-- every business with work gets its slots reconciled (dead members requeued, queue and
-  dedup set repaired, free slots filled), and calls stuck in queued/processing with
-  nothing left to move them on (a done event handled but its retry never scheduled, a
-  write lost with Redis's last second of AOF) go back to the head of their queue;
+- every business with live work (``calls/live_businesses.py``) gets its slots reconciled
+  (dead members requeued, queue and dedup set repaired, free slots filled), and calls
+  stuck in queued/processing with nothing left to move them on (a done event handled but
+  its retry never scheduled, a write lost with Redis's last second of AOF) go back to
+  the head of their queue; a business left with nothing is dropped from the index, so
+  the cost of a tick follows the businesses with work;
 - the event stream is trimmed below the oldest entry still pending.
 
 Every loop is safe to run in every worker at once: the scripts are idempotent.
@@ -21,7 +23,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from calls import keys
+from calls import keys, live_businesses
 from calls.events import Event
 from calls.redis_values import texts
 from consumers.context import WorkerContext
@@ -46,15 +48,26 @@ async def promote_due_retries(ctx: WorkerContext) -> int:
         b, _, sid = member.partition("|")
         result = await ctx.slots.requeue(b, sid)
         await announce(ctx, b, result)
+        # Before the retry leaves the delayed set: a crash in between requeues it again.
+        await live_businesses.note(ctx.redis, b)
         await ctx.redis.zrem(keys.DELAYED, member)
     return len(due)
 
 
-async def reconcile_all(ctx: WorkerContext) -> None:
-    for b in texts(await ctx.redis.smembers(keys.BUSINESSES)):
+async def reconcile_all(ctx: WorkerContext) -> int:
+    """Reconcile every business with live work; returns how many were dropped from the
+    index for having none left."""
+    await live_businesses.adopt_legacy(ctx.redis)
+    forgotten = 0
+    # Generations read before each business's script: forget_if_unchanged keeps a
+    # business that a concurrent request gave work after its script found it idle.
+    for b, generation in (await live_businesses.generations(ctx.redis)).items():
         result = await ctx.slots.reconcile(b)
         await announce(ctx, b, result)
         await repair_stuck(ctx, b)
+        if result.idle and await live_businesses.forget_if_unchanged(ctx.redis, b, generation):
+            forgotten += 1
+    return forgotten
 
 
 async def repair_stuck(ctx: WorkerContext, b: str) -> int:

@@ -19,6 +19,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from calls.digits import ascii_digits
+from calls.digits import ascii_digits
 from calls.errors import DownloadError
 from tenants.routing import AccountRoute
 
@@ -72,7 +74,7 @@ CONCURRENT_HEADER = "twilio-concurrent-requests"
 def concurrent_requests(response: httpx.Response) -> int | None:
     """Twilio-Concurrent-Requests: how many requests Twilio counted for the account."""
     raw = response.headers.get(CONCURRENT_HEADER, "")
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 7 else None
+    return int(raw) if ascii_digits(raw) and len(raw) < 7 else None
 
 
 class Answer:
@@ -171,7 +173,7 @@ class TwilioMedia:
         expected = response.headers.get("content-length")
         async for chunk in response.aiter_raw(self._chunk_size):
             await sink.write(chunk)
-        if expected is not None and expected.isdigit() and sink.size != int(expected):
+        if expected is not None and ascii_digits(expected) and sink.size != int(expected):
             raise DownloadError(f"body cut short ({sink.size} of {expected} bytes)", retryable=True)
         if sink.size == 0:
             raise DownloadError("empty body", retryable=True)

@@ -14,9 +14,11 @@ Cache hits and misses on play are ``callrec_play_requests_total{result="hit"}`` 
 from storage) and ``{result="pending"}`` (not stored: 202, a download requested or
 already under way).
 
-Per-business gauges have bounded label cardinality: the ``TOP_BUSINESSES`` (20) with the
-most slots held plus requests queued get a ``business_id`` label; the unlabelled totals
-cover every business.
+Per-business figures come from the index of businesses with live work
+(``calls/live_businesses.py``): a scrape costs one round trip of two commands per
+business with work, not per business ever seen. Per-business gauges have bounded
+label cardinality: the ``TOP_BUSINESSES`` (20) with the most slots held plus requests
+queued get a ``business_id`` label; the unlabelled totals cover every business.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from redis.exceptions import ResponseError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from calls import keys, stats
-from calls.redis_values import texts
+from calls import keys, live_businesses, stats
+from calls.digits import ascii_digits
 from ingest.account_metrics import AccountCollector
 from ingest.state import app_state
 from tenants.permits import usage
@@ -102,7 +104,7 @@ class _Snapshot(Collector):
         for field, value in sorted(c.items()):
             if field.startswith(stats.TWILIO_PREFIX):
                 label = field.removeprefix(stats.TWILIO_PREFIX)
-                (responses if label.isdigit() else failures).add_metric([label], value)
+                (responses if ascii_digits(label) else failures).add_metric([label], value)
         yield responses
         yield failures
         in_use = GaugeMetricFamily("callrec_slots_in_use", "Download slots held, all businesses")
@@ -155,7 +157,7 @@ def _histogram(
 
 
 async def _per_business(redis: Redis) -> list[tuple[str, int, int]]:
-    businesses = texts(await redis.smembers(keys.BUSINESSES))
+    businesses = list(await live_businesses.generations(redis))
     async with redis.pipeline(transaction=False) as pipe:
         for b in businesses:
             pipe.scard(keys.slots(b))

@@ -41,7 +41,7 @@ async def playable(state: AppState, b: str, call: Call) -> Call:
         parent = await state.registry.get(b, call.parent_sid)
         if parent is not None:
             return parent
-    if call.twilio_recording in ("absent", "failed") or not call.is_finished:
+    if call.twilio_unavailable or not call.is_finished:
         raise NotFound("this call has no recording")
     # Known only from its status callback: the worker will ask Twilio for its recording.
     return call
@@ -55,7 +55,7 @@ async def _position(state: AppState, b: str, sid: str) -> int | None:
 async def _pending(state: AppState, b: str, target: Call) -> Response:
     status = target.state
     if status not in PENDING_STATES:
-        if target.twilio_recording in ("absent", "failed"):
+        if target.twilio_unavailable:
             await stats.count(state.redis, stats.play_field("not_found"))
             raise NotFound("this call has no recording")
         await request_download(state.redis, b, target.sid, source="play")

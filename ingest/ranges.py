@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from calls.digits import ascii_digits
+
 __all__ = ["MAX_RANGE_HEADER_LENGTH", "ByteRange", "RangeNotSatisfiable", "parse_range"]
 
 # Real players send ~20 bytes; anything this long is either abuse or multi-range, both of
@@ -41,11 +43,6 @@ class RangeNotSatisfiable(Exception):
         self.size = size
 
 
-def _digits(text: str) -> bool:
-    # str.isdigit alone accepts non-ASCII digits (Arabic-Indic, superscripts); RFC DIGIT doesn't.
-    return text.isascii() and text.isdigit()
-
-
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """The byte range to serve for ``header`` against a representation of ``size`` bytes.
 
@@ -73,18 +70,18 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
 
     if not first:
         # Suffix range: the final N bytes.
-        if not _digits(last):
+        if not ascii_digits(last):
             return None
         suffix = int(last)
         if suffix == 0 or size <= 0:
             raise RangeNotSatisfiable(size)
         return ByteRange(max(0, size - suffix), size - 1)
 
-    if not _digits(first):
+    if not ascii_digits(first):
         return None
     start = int(first)
     if last:
-        if not _digits(last):
+        if not ascii_digits(last):
             return None
         end = int(last)
         if end < start:

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from calls import keys
+from calls.digits import ascii_digits
 from calls.redis_values import entries, stream_entries
 from ingest.auth import business_of
 from ingest.state import app_state
@@ -55,7 +56,7 @@ def _frame(entry_id: str, fields: dict[str, str]) -> bytes:
     data = {
         "call_sid": fields.get("sid"),
         "status": fields.get("status"),
-        "position": int(position) if position.isdigit() else None,
+        "position": int(position) if ascii_digits(position) else None,
     }
     return f"id: {entry_id}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
 

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from twilio.request_validator import RequestValidator
 
 from calls import sids
+from calls.digits import ascii_digits
 from calls.errors import BadRequest, Forbidden, PayloadTooLarge
 from calls.events import request_download
 from ingest.state import AppState, app_state
@@ -42,7 +43,7 @@ def _signed_url(request: Request, state: AppState) -> str:
 
 async def _signed_form(request: Request, state: AppState) -> dict[str, str]:
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+    if length is not None and (not ascii_digits(length) or int(length) > MAX_FORM_BYTES):
         raise PayloadTooLarge(f"webhook body over {MAX_FORM_BYTES} bytes")
     body = bytearray()
     async for chunk in request.stream():
@@ -94,8 +95,7 @@ def _timestamp_ms(value: str | None) -> int:
 
 def _int(params: dict[str, str], name: str) -> int:
     raw = params.get(name, "0") or "0"
-    # isascii: str.isdigit() also accepts digits int() refuses, such as "²".
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    if not ascii_digits(raw) or len(raw) > 18:
         raise BadRequest(f"{name} must be a non-negative integer")
     return int(raw)
 
@@ -135,7 +135,7 @@ async def recording_status(request: Request) -> Response:
     if twilio_status not in RECORDING_STATUSES:
         raise BadRequest(f"RecordingStatus must be one of {', '.join(RECORDING_STATUSES)}")
     duration = params.get("RecordingDuration", "")
-    if duration and not (duration.isascii() and duration.isdigit() and len(duration) <= 9):
+    if duration and not (ascii_digits(duration) and len(duration) <= 9):
         raise BadRequest("RecordingDuration must be a non-negative integer")
     if not await _owned(state, b, sid, recording_sid):
         return Response(status_code=204)

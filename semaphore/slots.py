@@ -1,24 +1,25 @@
-"""Python face of ``lua/slots.lua`` and ``lua/renew.lua``.
+"""Python face of the slot scripts in ``lua/`` (one per operation, behind the shared
+prelude) and ``lua/renew.lua``.
 
-Scripts are read from their files and registered once per :class:`Slots`; call sites
-only pass keys and arguments.
+Scripts are registered once per :class:`Slots`; call sites only pass the business, the
+SID and what the operation needs. Every key a script touches that the caller can name is
+passed in KEYS; the scripts derive only the lease and call keys of the members they find
+in the queue or the slot set (same hash tag, so the same cluster slot).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
 from calls import keys
+from calls.redis_values import text
+from semaphore.scripts import lua_text, register
 
 Outcome = Literal["ready", "failed", "retry", "none"]
-
-
-def _lua(name: str) -> str:
-    return resources.files("semaphore").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,11 @@ class Admission:
 
 @dataclass(frozen=True, slots=True)
 class SlotResult:
+    """What one slot script did; the fields its header documents.
+
+    ``idle``: nothing held, queued or pending for the business after the call (the
+    reconciler then drops the business from its index of businesses with live work)."""
+
     verdict: str
     active: int
     queue_len: int
@@ -36,26 +42,23 @@ class SlotResult:
     released: bool
     promoted: tuple[Admission, ...]
     dropped: tuple[str, ...]
+    idle: bool = False
 
     @classmethod
-    def parse(cls, raw: list[object]) -> SlotResult:
-        def text(v: object) -> str:
-            return v.decode() if isinstance(v, bytes) else str(v)
-
-        n_promoted = int(text(raw[5]))
-        pairs = raw[6 : 6 + 2 * n_promoted]
-        rest = raw[6 + 2 * n_promoted :]
-        n_dropped = int(text(rest[0]))
+    def parse(cls, raw: object) -> SlotResult:
+        data: dict[str, Any] = json.loads(text(raw))
+        # cjson encodes an empty Lua table as an object: {} and [] both mean none.
         return cls(
-            verdict=text(raw[0]),
-            active=int(text(raw[1])),
-            queue_len=int(text(raw[2])),
-            position=int(text(raw[3])),
-            released=text(raw[4]) == "1",
+            verdict=str(data["verdict"]),
+            active=int(data["active"]),
+            queue_len=int(data["queue_len"]),
+            position=int(data["position"]),
+            released=bool(data["released"]),
             promoted=tuple(
-                Admission(text(pairs[i]), text(pairs[i + 1])) for i in range(0, len(pairs), 2)
+                Admission(str(a["sid"]), str(a["token"])) for a in data["promoted"] or []
             ),
-            dropped=tuple(text(s) for s in rest[1 : 1 + n_dropped]),
+            dropped=tuple(str(s) for s in data["dropped"] or []),
+            idle=bool(data["idle"]),
         )
 
 
@@ -67,43 +70,61 @@ class Slots:
         self.max_slots = max_slots
         self.lease_ms = lease_ms
         self.queued_ttl_ms = queued_ttl_ms
-        self._slots = redis.register_script(_lua("slots.lua"))
-        self._renew = redis.register_script(_lua("renew.lua"))
+        self._request = register(redis, "semaphore", "request.lua")
+        self._release = register(redis, "semaphore", "release.lua")
+        self._requeue = register(redis, "semaphore", "requeue.lua")
+        self._reconcile = register(redis, "semaphore", "reconcile.lua")
+        self._repair = register(redis, "semaphore", "repair.lua")
+        self._renew = redis.register_script(lua_text("semaphore", "renew.lua"))
 
-    async def _run(self, op: str, b: str, *extra: str) -> SlotResult:
-        argv = [
-            op,
+    def _common_args(self, b: str) -> list[str]:
+        """ARGV[1..6] of every slot script (prelude.lua's layout)."""
+        return [
             str(self.max_slots),
             keys.inflight_prefix(b),
             keys.call_prefix(b),
             str(self.lease_ms),
             str(self.queued_ttl_ms),
-            *extra,
+            str(keys.STATUS_STREAM_MAXLEN),
         ]
-        raw = await self._slots(keys=keys.business_keys(b), args=argv)
-        return SlotResult.parse(raw)
 
     async def request(self, b: str, sid: str) -> SlotResult:
         """Take a slot for ``sid`` now, or queue it FIFO; idempotent per sid."""
-        return await self._run("request", b, sid)
+        raw = await self._request(
+            keys=[*keys.business_keys(b), keys.call(b, sid), keys.inflight(b, sid)],
+            args=[*self._common_args(b), sid],
+        )
+        return SlotResult.parse(raw)
 
     async def release(self, b: str, sid: str, token: str, outcome: Outcome) -> SlotResult:
         """Free ``sid``'s slot if ``token`` still holds it, then promote the next ones."""
-        return await self._run("release", b, sid, token, outcome)
+        raw = await self._release(
+            keys=[*keys.business_keys(b), keys.call(b, sid), keys.inflight(b, sid)],
+            args=[*self._common_args(b), sid, token, outcome],
+        )
+        return SlotResult.parse(raw)
 
     async def requeue(self, b: str, sid: str) -> SlotResult:
         """Put a retry whose backoff has run out back at the head of its queue."""
-        return await self._run("requeue", b, sid)
+        raw = await self._requeue(
+            keys=[*keys.business_keys(b), keys.call(b, sid)], args=[*self._common_args(b), sid]
+        )
+        return SlotResult.parse(raw)
 
     async def reconcile(self, b: str) -> SlotResult:
         """Drop dead members (requeued at the head), repair the queue, promote."""
-        return await self._run("reconcile", b)
+        raw = await self._reconcile(keys=keys.business_keys(b), args=self._common_args(b))
+        return SlotResult.parse(raw)
 
     async def repair(self, b: str, sids: list[str]) -> SlotResult:
         """Requeue at the head those of ``sids`` stuck in queued/processing with nothing
         left to move them on (``position`` of the result = how many). The caller passes
         only calls without a delayed retry waiting."""
-        return await self._run("repair", b, *sids)
+        raw = await self._repair(
+            keys=[*keys.business_keys(b), *(keys.call(b, s) for s in sids)],
+            args=[*self._common_args(b), *sids],
+        )
+        return SlotResult.parse(raw)
 
     async def renew(self, b: str, sid: str, token: str) -> bool:
         renewed = await self._renew(keys=[keys.inflight(b, sid)], args=[token, self.lease_ms])

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from calls.sids import CALL_SID
+
 if TYPE_CHECKING:
     from storage.staging import StagingFile
 
+# The one SID pattern (calls/sids.py), under the name storage's modules use.
 # fullmatch only: re.match or a trailing "$" would let "CA...\n" or "CA.../../x" through.
-CALL_SID_RE = re.compile(r"CA[0-9a-f]{32}")
+CALL_SID_RE = CALL_SID
 
 
 class InvalidSid(ValueError):

@@ -1,4 +1,4 @@
-"""Queue positions on the status stream stay right as the queue moves (slots.lua)."""
+"""Queue positions on the status stream stay right as the queue moves (the slot scripts)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from calls.redis_values import entries
 from semaphore import Slots
 
 B = "biz1"
-POSITION_BOUND = 50  # documented in semaphore/lua/slots.lua
+POSITION_BOUND = 50  # documented in semaphore/lua/prelude.lua
 
 
 def sid(n: int) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 from redis.asyncio import Redis
 
 from calls import keys
+from calls.redis_values import entries, texts
 from semaphore import Slots
+from semaphore.scripts import with_prelude
 
 B = "biz1"
 
@@ -135,3 +138,96 @@ async def test_concurrent_requests_never_exceed_cap(redis: Redis) -> None:
     assert sum(r.verdict == "admitted" for r in results) == 3
     assert await redis.scard(keys.slots(B)) == 3
     assert await redis.llen(keys.queue(B)) == 47
+
+
+async def status_events(redis: Redis, after: str = "-") -> list[tuple[str, str, str]]:
+    rows = entries(await redis.xrange(keys.status_stream(B), min=after))
+    return [(f["sid"], f["status"], f["position"]) for i, f in rows if i != after]
+
+
+async def newest_event_id(redis: Redis) -> str:
+    rows = entries(await redis.xrevrange(keys.status_stream(B), count=1))
+    return rows[0][0] if rows else "-"
+
+
+async def strand(redis: Redis, n: int) -> None:
+    """A call that says processing, with no slot, no queue entry and no retry waiting:
+    the event that would have moved it on was lost (long enough ago to be stuck)."""
+    await redis.hset(keys.call(B, sid(n)), mapping={"state": "processing", "state_ms": 0})
+    await redis.sadd(keys.pending(B), sid(n))
+
+
+async def test_repair_announces_queue_positions(redis: Redis) -> None:
+    slots = Slots(redis, max_slots=1, lease_ms=60_000, queued_ttl_ms=60_000)
+    await slots.request(B, sid(0))  # holds the one slot
+    await slots.request(B, sid(1))  # waits, position 1
+    await strand(redis, 2)
+    mark = await newest_event_id(redis)
+    result = await slots.repair(B, [sid(2)])
+    assert result.position == 1  # one stuck call requeued
+    # Back at the head: the page watching sid(2) must stop showing "processing", and
+    # sid(1) moved back one place.
+    assert await status_events(redis, mark) == [(sid(2), "queued", "1"), (sid(1), "queued", "2")]
+    assert await redis.hget(keys.call(B, sid(2)), "state") == b"queued"
+
+
+async def test_repair_of_many_announces_every_requeued_call(redis: Redis) -> None:
+    """More stuck calls than the position window: those pushed beyond it by later ones
+    are still told they are queued, with their place."""
+    slots = Slots(redis, max_slots=1, lease_ms=60_000, queued_ttl_ms=60_000)
+    await slots.request(B, sid(0))
+    stuck = list(range(100, 170))
+    for n in stuck:
+        await strand(redis, n)
+    mark = await newest_event_id(redis)
+    result = await slots.repair(B, [sid(n) for n in stuck])
+    assert result.position == len(stuck)
+    announced = {s: p for s, st, p in await status_events(redis, mark) if st == "queued"}
+    queue = texts(await redis.lrange(keys.queue(B), 0, -1))
+    assert announced == {s: str(i + 1) for i, s in enumerate(queue)}
+    assert sorted(queue) == sorted(sid(n) for n in stuck)
+
+
+async def test_results_say_when_a_business_is_idle(redis: Redis) -> None:
+    slots = make_slots(redis)
+    assert (await slots.reconcile(B)).idle
+    admitted = await slots.request(B, sid(0))
+    assert not admitted.idle
+    assert not (await slots.reconcile(B)).idle
+    released = await slots.release(B, sid(0), admitted.promoted[0].token, "retry")
+    # Waiting out a backoff: still pending, so still live work (repair may need it).
+    assert not released.idle and released.active == 0 and released.queue_len == 0
+    await slots.requeue(B, sid(0))
+    token = (await slots.request(B, sid(0))).promoted
+    assert token == ()  # requeue admitted it already: "active"
+    holder = await redis.get(keys.inflight(B, sid(0)))
+    assert isinstance(holder, bytes)
+    assert (await slots.release(B, sid(0), holder.decode(), "ready")).idle
+
+
+async def test_every_slot_operation_is_its_own_script(redis: Redis) -> None:
+    """One script per operation (no op argument), each the shared prelude plus its body."""
+    slots = make_slots(redis)
+    admitted = await slots.request(B, sid(0))
+    await slots.release(B, sid(0), admitted.promoted[0].token, "ready")
+    await slots.requeue(B, sid(1))
+    await slots.reconcile(B)
+    await slots.repair(B, [sid(1)])
+    ops = ("request", "release", "requeue", "reconcile", "repair")
+    shas = [hashlib.sha1(with_prelude("semaphore", f"{op}.lua").encode()).hexdigest() for op in ops]
+    assert len(set(shas)) == len(ops)
+    assert await redis.script_exists(*shas) == [True] * len(ops)
+
+
+async def test_request_for_a_dead_member_admits_it_once(redis: Redis) -> None:
+    """Its worker died (lease lapsed) and the recording is asked for again before any
+    reconcile: it goes back in once, not at the head and at the tail."""
+    slots = make_slots(redis, lease_ms=100)
+    first = await slots.request(B, sid(0))
+    await asyncio.sleep(0.25)
+    again = await slots.request(B, sid(0))
+    assert again.verdict == "admitted"
+    assert [a.sid for a in again.promoted] == [sid(0)]
+    assert await redis.llen(keys.queue(B)) == 0
+    assert await slots.holds(B, sid(0), again.promoted[0].token)
+    assert again.promoted[0].token != first.promoted[0].token

@@ -1,0 +1,179 @@
+--[[
+Shared prelude of every script that changes a recording's state: Python
+(semaphore/scripts.py) puts this file in front of each script body before registering it,
+so set_state, pruning, promotion and position announcements exist once.
+
+Nothing here reads KEYS or ARGV on its own: each body binds what it uses
+(slot_context() for the five slot operations, whose KEYS[1..7] and ARGV[1..6] share one
+layout; a states table for the registry's scripts). Everything runs on Redis's clock.
+
+Common layout of the slot scripts (request, release, requeue, reconcile, repair); every
+key shares the hash tag {b}, so one business is one cluster slot:
+  KEYS[1] rec_slots:{b}        SET    SIDs holding a slot; a member counts only while its
+                                      lease key exists
+  KEYS[2] rec_queue:{b}        LIST   SIDs waiting, FIFO (RPUSH tail, LPOP head)
+  KEYS[3] rec_queued:{b}       SET    mirror of KEYS[2] for O(1) dedup
+  KEYS[4] rec_queued_at:{b}    HASH   sid -> enqueue time in ms
+  KEYS[5] rec_fence:{b}        STRING INCR counter; each admission's fencing token
+  KEYS[6] rec_status:{b}       STREAM status changes for SSE (MAXLEN ~ ARGV[6])
+  KEYS[7] rec_pending:{b}      SET    calls last set to queued or processing: where repair
+                                      looks for stuck ones (a superset: members in another
+                                      state are dropped lazily by repair)
+  ARGV[1] max_slots
+  ARGV[2] lease key prefix     "rec_inflight:{b}:"
+  ARGV[3] call key prefix      "rec_call:{b}:"
+  ARGV[4] lease_ms
+  ARGV[5] queued_ttl_ms        queued entries older than this are dropped as stale
+  ARGV[6] status stream MAXLEN (approximate)
+Derived keys: a member that is promoted, pruned or announced is read from the queue or
+the slot set inside the script, so the caller cannot name its lease key
+(prefix .. sid) or call hash (prefix .. sid) in advance. Both carry the same hash tag,
+so they live in the same cluster slot. The operation's own SID's keys are in KEYS.
+
+Status events (KEYS[6], read by /api/events): every state change of a SID is one entry
+(sid, status, position). A queued SID's position changes when the head of the queue
+moves (promotion, a drop, a request put back at the head). Then, before returning, the
+script adds a "queued" entry with the new position for each of the first POSITION_BOUND
+(50) waiting SIDs, so pages watching them stay right, and one for every SID it put back
+at the head further back. SIDs further back learn their place once they move into that
+window (or by asking /recording/status): the work per call stays bounded (one LRANGE of
+50 and at most 50 XADDs) however long a queue gets.
+]]
+
+local POSITION_BOUND = 50
+
+local clock = nil
+local function now_ms()
+  if not clock then
+    local t = redis.call('TIME')
+    clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return clock
+end
+
+-- The one place a recording's state changes. st = { status = stream key, pending = set
+-- key, maxlen = stream cap }. Writes state (and state_ms, which repair reads), keeps the
+-- pending index, and appends a status event when a watcher would see something new: a
+-- different state, or a queue position. Setting a state it already has is silent, so two
+-- callers marking the same recording ready emit "ready" once.
+local function set_state(st, call_key, sid, state, position, reason)
+  local previous = redis.call('HGET', call_key, 'state')
+  redis.call('HSET', call_key, 'state', state, 'state_ms', now_ms())
+  if reason then redis.call('HSET', call_key, 'reason', reason) end
+  if state == 'queued' or state == 'processing' then
+    redis.call('SADD', st.pending, sid)
+  else
+    redis.call('SREM', st.pending, sid)
+  end
+  if previous ~= state or position then
+    redis.call('XADD', st.status, 'MAXLEN', '~', st.maxlen, '*',
+      'sid', sid, 'status', state, 'position', tostring(position or ''))
+  end
+end
+
+-- Binds the common KEYS/ARGV layout above; the table also collects what the operation
+-- did (promoted, dropped, requeued) for the result and the position announcements.
+local function slot_context()
+  return {
+    slots = KEYS[1], queue = KEYS[2], queued = KEYS[3], queued_at = KEYS[4],
+    fence = KEYS[5],
+    st = { status = KEYS[6], pending = KEYS[7], maxlen = ARGV[6] },
+    max_slots = tonumber(ARGV[1]),
+    lease_prefix = ARGV[2], call_prefix = ARGV[3],
+    lease_ms = tonumber(ARGV[4]), queued_ttl_ms = tonumber(ARGV[5]),
+    head_moved = false, promoted = {}, dropped = {}, requeued = {},
+  }
+end
+
+local function call_key(c, sid)
+  return c.call_prefix .. sid
+end
+
+-- Back at the head of the queue (a dead member, a due retry, a stuck call). Its state
+-- event, with its position, comes from announce_positions.
+local function push_head(c, sid)
+  redis.call('LPUSH', c.queue, sid)
+  redis.call('SADD', c.queued, sid)
+  redis.call('HSET', c.queued_at, sid, now_ms())
+  c.requeued[#c.requeued + 1] = sid
+  c.head_moved = true
+end
+
+-- A member whose lease is gone belongs to a dead or stalled worker: its request is not
+-- lost, it goes back to the head of the queue so it keeps its turn.
+local function prune(c)
+  for _, sid in ipairs(redis.call('SMEMBERS', c.slots)) do
+    if redis.call('EXISTS', c.lease_prefix .. sid) == 0 then
+      redis.call('SREM', c.slots, sid)
+      if redis.call('SISMEMBER', c.queued, sid) == 0 then
+        push_head(c, sid)
+      end
+    end
+  end
+end
+
+local function promote(c)
+  while redis.call('SCARD', c.slots) < c.max_slots do
+    local sid = redis.call('LPOP', c.queue)
+    if not sid then break end
+    c.head_moved = true
+    redis.call('SREM', c.queued, sid)
+    local since = tonumber(redis.call('HGET', c.queued_at, sid) or now_ms())
+    redis.call('HDEL', c.queued_at, sid)
+    if now_ms() - since > c.queued_ttl_ms then
+      c.dropped[#c.dropped + 1] = sid
+      set_state(c.st, call_key(c, sid), sid, 'failed', nil, 'expired in queue')
+    else
+      local token = redis.call('INCR', c.fence)
+      redis.call('SADD', c.slots, sid)
+      redis.call('SET', c.lease_prefix .. sid, token, 'PX', c.lease_ms)
+      set_state(c.st, call_key(c, sid), sid, 'processing', nil, nil)
+      c.promoted[#c.promoted + 1] = { sid = sid, token = tostring(token) }
+    end
+  end
+end
+
+local function position_of(c, sid)
+  local pos = redis.call('LPOS', c.queue, sid)
+  if pos then return pos + 1 end
+  return 0
+end
+
+-- Every operation ends here: free slots filled, then waiting SIDs told where they are.
+local function prune_and_promote(c)
+  prune(c)
+  promote(c)
+end
+
+local function announce_positions(c)
+  if not c.head_moved then return end
+  local announced = {}
+  for i, waiting in ipairs(redis.call('LRANGE', c.queue, 0, POSITION_BOUND - 1)) do
+    set_state(c.st, call_key(c, waiting), waiting, 'queued', i, nil)
+    announced[waiting] = true
+  end
+  -- Put back at the head but pushed beyond the window by later ones (a repair of many):
+  -- its state must still say queued, not the processing it had.
+  for _, sid in ipairs(c.requeued) do
+    if not announced[sid] and redis.call('SISMEMBER', c.queued, sid) == 1 then
+      set_state(c.st, call_key(c, sid), sid, 'queued', position_of(c, sid), nil)
+    end
+  end
+end
+
+-- Named fields, JSON-encoded (cjson encodes an empty table as {}: Python reads both).
+local function slot_result(c, verdict, position, released)
+  local idle = redis.call('SCARD', c.slots) == 0 and redis.call('LLEN', c.queue) == 0
+    and redis.call('SCARD', c.queued) == 0 and redis.call('SCARD', c.st.pending) == 0
+  return cjson.encode({
+    verdict = verdict,
+    active = redis.call('SCARD', c.slots),
+    queue_len = redis.call('LLEN', c.queue),
+    position = position,
+    released = released,
+    promoted = c.promoted,
+    dropped = c.dropped,
+    idle = idle,
+  })
+end
+
