@@ -20,7 +20,6 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from calls.digits import ascii_digits
-from calls.digits import ascii_digits
 from calls.errors import DownloadError
 from tenants.routing import AccountRoute
 
