@@ -20,13 +20,13 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from calls import keys
+from semaphore.scripts import lua_text
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,10 @@ COOLDOWN_MS = 1_000
 
 
 def _script(op: str) -> str:
-    lua = resources.files("tenants").joinpath("lua")
-    prelude = lua.joinpath("permits_prelude.lua").read_text(encoding="utf-8")
-    return prelude + "\n" + lua.joinpath(f"permits_{op}.lua").read_text(encoding="utf-8")
+    # The permit scripts have their own prelude (the slots' one is about slots).
+    return (
+        lua_text("tenants", "permits_prelude.lua") + "\n" + lua_text("tenants", f"permits_{op}.lua")
+    )
 
 
 def _ids(value: Any) -> list[str]:
