@@ -47,6 +47,7 @@ LIVE_BUSINESSES = "rec_live_businesses"
 # emptied, by the reconciler after an upgrade.
 LEGACY_BUSINESSES = "rec_businesses"
 ACCOUNTS = "tw_accounts"  # SET of businesses with their own Twilio account
+ACCOUNTS_VERSION = "tw_accounts_version"  # INCR on every registration change (worker caches)
 KNOWN_ACCOUNTS = "tw_known_accounts"  # SET of account SIDs requests went to (metrics, status)
 # Which business a call or recording SID belongs to: the first one that registered it.
 # One key per SID, untagged: each claim is a single-key SET NX.

@@ -92,8 +92,9 @@ class AccountRegistry:
 
     async def put(self, b: str, acct: TwilioAccount) -> None:
         box = self._sealer()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.account(b))
+        # One HSET writing every field (absent ones as ""): readers see the old account or
+        # the new one, never a mix. Not a MULTI: the index keys live in other cluster slots.
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(
                 keys.account(b),
                 mapping={
@@ -105,6 +106,7 @@ class AccountRegistry:
                 },
             )
             pipe.sadd(keys.ACCOUNTS, b)
+            pipe.incr(keys.ACCOUNTS_VERSION)
             await pipe.execute()
 
     async def get(self, b: str) -> TwilioAccount | None:
@@ -138,11 +140,17 @@ class AccountRegistry:
         }
 
     async def delete(self, b: str) -> bool:
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.delete(keys.account(b))
             pipe.srem(keys.ACCOUNTS, b)
-            deleted, _ = await pipe.execute()
+            pipe.incr(keys.ACCOUNTS_VERSION)
+            deleted, _, _ = await pipe.execute()
         return int(deleted) == 1
+
+    async def version(self) -> int:
+        """Bumped by every change of any business's account (workers' caches follow it)."""
+        raw = await self._redis.get(keys.ACCOUNTS_VERSION)
+        return int(raw) if raw is not None else 0
 
     async def businesses(self) -> list[str]:
         return sorted(texts(await self._redis.smembers(keys.ACCOUNTS)))

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from config.settings import TwilioSettings
 from tenants.accounts import AccountRegistry, TwilioAccount
 
-OWN_ACCOUNT_CACHE_S = 5.0
+VERSION_CHECK_S = 5.0
+MAX_CACHED = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,26 +22,34 @@ class AccountRoute:
 
 
 class AccountRouter:
-    """Routes for workers. A business's own account is read from Redis at most every
-    ``OWN_ACCOUNT_CACHE_S`` per process (a registration change reaches running workers
-    within that time)."""
+    """Routes for workers. Businesses' accounts (or their absence) are cached per process
+    and dropped when the registrations' version changes, which is read at most every
+    ``VERSION_CHECK_S``: a registration change reaches running workers within that time,
+    and a steady business costs no read per download."""
 
     def __init__(self, twilio: TwilioSettings, accounts: AccountRegistry) -> None:
         assert twilio.account_sid and twilio.auth_token
         self._twilio = twilio
         self._main_auth = (twilio.account_sid, twilio.auth_token)
         self._accounts = accounts
-        self._own: dict[str, tuple[float, TwilioAccount | None]] = {}
+        self._own: dict[str, TwilioAccount | None] = {}
+        self._version = -1
+        self._checked_at = float("-inf")
 
     async def _own_account(self, b: str) -> TwilioAccount | None:
         now = time.monotonic()
-        cached = self._own.get(b)
-        if cached is not None and now - cached[0] < OWN_ACCOUNT_CACHE_S:
-            return cached[1]
+        if now - self._checked_at >= VERSION_CHECK_S:
+            version = await self._accounts.version()
+            if version != self._version:
+                self._own.clear()
+                self._version = version
+            self._checked_at = now
+        if b in self._own:
+            return self._own[b]
         acct = await self._accounts.get(b)
-        if len(self._own) >= 10_000:
+        if len(self._own) >= MAX_CACHED:
             self._own.clear()
-        self._own[b] = (now, acct)
+        self._own[b] = acct
         return acct
 
     async def route(self, b: str, call_account_sid: str | None = None) -> AccountRoute:
