@@ -27,7 +27,13 @@ class AccountRouter:
     ``VERSION_CHECK_S``: a registration change reaches running workers within that time,
     and a steady business costs no read per download."""
 
-    def __init__(self, twilio: TwilioSettings, accounts: AccountRegistry) -> None:
+    def __init__(
+        self,
+        twilio: TwilioSettings,
+        accounts: AccountRegistry,
+        *,
+        version_check_s: float = VERSION_CHECK_S,
+    ) -> None:
         assert twilio.account_sid and twilio.auth_token
         self._twilio = twilio
         self._main_auth = (twilio.account_sid, twilio.auth_token)
@@ -35,10 +41,11 @@ class AccountRouter:
         self._own: dict[str, TwilioAccount | None] = {}
         self._version = -1
         self._checked_at = float("-inf")
+        self._version_check_s = version_check_s
 
     async def _own_account(self, b: str) -> TwilioAccount | None:
         now = time.monotonic()
-        if now - self._checked_at >= VERSION_CHECK_S:
+        if now - self._checked_at >= self._version_check_s:
             version = await self._accounts.version()
             if version != self._version:
                 self._own.clear()

@@ -13,6 +13,7 @@ from calls.errors import BadRequest, Forbidden
 from config.settings import REGION_API_BASES, Settings, SettingsError, load_settings
 from tenants.accounts import AccountRegistry, TwilioAccount, parse_account
 from tenants.ownership import claim, owner_of
+from tenants.routing import AccountRouter
 from tenants.secrets import SecretBox, SecretsUnreadable
 from tenants.webhook_auth import WebhookAccounts
 
@@ -129,3 +130,28 @@ def test_settings_of_accounts() -> None:
     for env, name in bad:
         with pytest.raises(SettingsError, match=name):
             settings(**env)
+
+
+async def test_routes_follow_registration_changes(redis: Redis) -> None:
+    s = settings(
+        TWILIO_API_BASE="http://main.invalid",
+        TWILIO_REGION_API_BASES="au1=http://au.invalid",
+    )
+    registry = AccountRegistry(redis, SecretBox(KEY))
+    router = AccountRouter(s.twilio, registry, version_check_s=0)
+    sub = "AC" + "7" * 32
+    main_route = await router.route("b1")
+    assert (main_route.account_sid, main_route.api_base) == (MAIN, "http://main.invalid")
+    assert main_route.auth == (MAIN, "main-token")
+    # A call that came from a subaccount (TWILIO_SUBACCOUNTS=auto): its path, main's keys.
+    via_parent = await router.route("b1", sub)
+    assert (via_parent.account_sid, via_parent.auth) == (sub, (MAIN, "main-token"))
+    await registry.put("b1", TwilioAccount(SID, "own", "SK" + "8" * 32, "key-secret", "au1"))
+    own = await router.route("b1", MAIN)
+    assert (own.account_sid, own.api_base, own.auth) == (
+        SID,
+        "http://au.invalid",
+        ("SK" + "8" * 32, "key-secret"),
+    )
+    await registry.delete("b1")
+    assert (await router.route("b1")).account_sid == MAIN
