@@ -53,6 +53,8 @@ KNOWN_ACCOUNTS = "tw_known_accounts"  # SET of account SIDs requests went to (me
 # One key per SID, untagged: each claim is a single-key SET NX.
 OWNER = "rec_owner:{sid}"
 STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
+# STRING with a TTL: why handling an EVENTS entry last failed, for its dead letter.
+ENTRY_ERROR = "rec_entry_error:{entry_id}"
 
 
 def slots(b: str) -> str:
@@ -101,6 +103,10 @@ def status_stream(b: str) -> str:
 
 def pending(b: str) -> str:
     return PENDING.format(b=b)
+
+
+def entry_error(entry_id: str) -> str:
+    return ENTRY_ERROR.format(entry_id=entry_id)
 
 
 def delayed_member(b: str, sid: str) -> str:

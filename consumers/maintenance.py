@@ -24,15 +24,16 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from calls import keys, live_businesses
-from calls.events import Event
 from calls.redis_values import texts
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
+from consumers.entries import InvalidEntry, forget_failure, last_failure, parse_entry
 from consumers.handlers import announce
 
 log = logging.getLogger(__name__)
 
-HandleEntry = Callable[[str, Mapping[Any, Any]], Awaitable[None]]
+# Handles one entry; acknowledges it when it is finished with, leaves it pending if not.
+HandleEntry = Callable[[str, Mapping[Any, Any]], Awaitable[object]]
 
 MAX_DELIVERIES = 5
 # Calls checked for being stuck, per business and tick: bounds the Redis work of a tick
@@ -117,20 +118,18 @@ async def _dead_letter_entry(
     ctx: WorkerContext, entry_id: str, fields: Mapping[Any, Any], deliveries: int
 ) -> None:
     try:
-        event = Event.parse(fields)
+        event = parse_entry(fields)
         b, sid = event.business_id, event.sid
-    except ValueError:
+    except InvalidEntry:
         b, sid = "", ""
-    log.warning("stream entry %s delivered %d times: dead-lettered", entry_id, deliveries)
-    await dead_letter(
-        ctx.redis,
-        b,
-        sid,
-        reason=f"delivered {deliveries} times",
-        attempts=deliveries,
-        kind="stream",
-    )
+    reason = f"delivered {deliveries} times"
+    last_error = await last_failure(ctx.redis, entry_id)
+    if last_error:
+        reason += f"; last error: {last_error}"
+    log.warning("stream entry %s dead-lettered: %s", entry_id, reason)
+    await dead_letter(ctx.redis, b, sid, reason=reason, attempts=deliveries, kind="stream")
     await ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)
+    await forget_failure(ctx.redis, entry_id)
 
 
 async def trim_events(ctx: WorkerContext) -> None:

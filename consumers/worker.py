@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from calls import keys
@@ -23,6 +23,7 @@ from consumers import handlers, maintenance
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.download_job import run_download
+from consumers.entries import InvalidEntry, describe, describe_fields, note_failure, parse_entry
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,11 @@ READ_COUNT = 32
 READ_BLOCK_MS = 1000
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
-# redis-py's TimeoutError is not the builtin one: a read that timed out (the process was
-# paused, the server stalled) must mean "reconnect", not a crashed worker.
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+# The only errors that mean "Redis is unreachable: reconnect and read again". redis-py
+# wraps socket errors and timeouts in these (its TimeoutError is not the builtin one); a
+# replica promoted under us answers READONLY until the client reconnects. Any other error
+# (a disk OSError above all) raised while handling an entry is that entry's problem.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 
 
 class Worker:
@@ -67,24 +70,55 @@ class Worker:
         self.downloads.add(task)
         task.add_done_callback(self.downloads.discard)
 
-    async def handle(self, entry_id: str, fields: Mapping[Any, Any], *, ack: bool = True) -> None:
-        """Handle one entry and acknowledge it (unless the caller acknowledges a batch). A
-        Redis error leaves it pending, so it is claimed again later; an entry that is not
-        an event is dead-lettered."""
+    async def handle(self, entry_id: str, fields: Mapping[Any, Any], *, ack: bool = True) -> bool:
+        """Handle one entry on its own; True when it is finished with (handled, or
+        dead-lettered because it can never be valid), and then acknowledged unless the
+        caller acknowledges a batch.
+
+        An entry whose handler raised is logged with the error and left pending (False):
+        it is claimed again later, and dead-lettered with that error after the delivery
+        limit. Only an unreachable Redis escapes, for the caller to reconnect."""
         try:
-            event = Event.parse(fields)
-        except ValueError as exc:
-            log.warning("malformed stream entry %s: %s", entry_id, exc)
-            await dead_letter(self.ctx.redis, "", "", reason=str(exc), attempts=1, kind="stream")
+            event = parse_entry(fields)
+        except InvalidEntry as exc:
+            log.warning("invalid stream entry %s dead-lettered: %s", entry_id, exc)
+            await dead_letter(
+                self.ctx.redis,
+                "",
+                "",
+                reason=f"invalid entry {entry_id}: {exc}; fields {describe_fields(fields)}",
+                attempts=1,
+                kind="stream",
+            )
         else:
-            if event.kind == "request":
-                await handlers.on_request(self.ctx, event, self.start_download)
-            elif event.kind == "start":
-                await handlers.on_start(self.ctx, event, self.start_download)
-            else:
-                await handlers.on_done(self.ctx, event, self.start_download)
+            try:
+                await self._dispatch(event)
+            except UNREACHABLE:
+                raise
+            except Exception as exc:
+                reason = describe(exc)
+                log.warning(
+                    "stream entry %s failed, left pending: kind=%s business_id=%s sid=%s: %s",
+                    entry_id,
+                    event.kind,
+                    event.business_id,
+                    event.sid,
+                    reason,
+                    exc_info=not isinstance(exc, (OSError, RedisError)),
+                )
+                await note_failure(self.ctx.redis, entry_id, reason)
+                return False
         if ack:
             await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)
+        return True
+
+    async def _dispatch(self, event: Event) -> None:
+        if event.kind == "request":
+            await handlers.on_request(self.ctx, event, self.start_download)
+        elif event.kind == "start":
+            await handlers.on_start(self.ctx, event, self.start_download)
+        else:
+            await handlers.on_done(self.ctx, event, self.start_download)
 
     async def _read_loop(self) -> None:
         backoff_s = RECONNECT_FIRST_S
@@ -103,8 +137,10 @@ class Worker:
                 )
                 batch = stream_entries(reply)
                 await self._handle_batch(batch)
-                if next_id == "0" and not batch:
-                    next_id = ">"
+                if next_id != ">":
+                    # Step through the history: an entry that failed again stays pending
+                    # and must not be read back forever instead of the new ones.
+                    next_id = batch[-1][0] if batch else ">"
                 backoff_s = RECONNECT_FIRST_S
             except UNREACHABLE as exc:
                 log.warning("redis unreachable (%s); reconnecting in %.1fs", exc, backoff_s)
@@ -119,13 +155,13 @@ class Worker:
                     raise
 
     async def _handle_batch(self, entries: Iterable[tuple[str, Mapping[Any, Any]]]) -> None:
-        # One XACK for everything handled, even when a later entry fails: what was done is
-        # acknowledged, the rest stays pending and is claimed again.
+        # One XACK for everything finished with, even when Redis goes away mid-batch: what
+        # was done is acknowledged, the rest stays pending and is read or claimed again.
         handled: list[str] = []
         try:
             for entry_id, fields in entries:
-                await self.handle(entry_id, fields, ack=False)
-                handled.append(entry_id)
+                if await self.handle(entry_id, fields, ack=False):
+                    handled.append(entry_id)
         finally:
             if handled:
                 await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, *handled)
