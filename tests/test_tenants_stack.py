@@ -14,6 +14,7 @@ from tests.helpers import call_sid, play, play_until_stored, rec_sid
 from tests.stack import Stack, auth, wait_for
 from tests.tenant_helpers import SECRETS_KEY, admin_headers, put_account, register_on
 from twilio_sim import SimRecording, Simulator, media_bytes
+from twilio_sim.webhooks import call_status_params, post_signed
 
 
 @pytest.fixture
@@ -85,6 +86,11 @@ def test_subaccounts_auto_without_registration(
             )
             assert status == 403
         assert sim.credential_rejections(stranger.sid) == 1
+        # No AccountSid at all (signed with the main token, or the subaccount's): 403.
+        for token in (sim.auth_token, sub.auth_token):
+            params = call_status_params(account_sid="", call_sid=call_sid(6))
+            del params["AccountSid"]
+            assert post_signed(f"{hooks}/call-status", params, token) == 403
         listed = httpx.get(f"{web}/api/calls", headers=auth("auto-biz"), timeout=10).json()
         assert [c["call_sid"] for c in listed["calls"]] == [rec.call_sid]
     finally:
