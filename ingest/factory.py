@@ -21,6 +21,10 @@ from tenants.secrets import secret_box
 from tenants.subaccounts import SubaccountDirectory
 from tenants.webhook_auth import WebhookAccounts
 
+# A request's commands answer at once: a Redis that stops answering fails the request
+# fast (503) instead of holding it. (redis-py 8's default too; said here, not assumed.)
+REQUEST_SOCKET_TIMEOUT_S = 5
+
 ROUTES = [
     Route("/", page.index, methods=["GET"]),
     Route("/healthz", health.healthz, methods=["GET"]),
@@ -55,15 +59,24 @@ ROUTES = [
 ]
 
 
+def _client(url: str, socket_timeout_s: float) -> Redis:
+    return Redis.from_url(
+        url,
+        socket_timeout=socket_timeout_s,
+        health_check_interval=30,
+        socket_connect_timeout=2,
+        max_connections=512,
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         assert settings.redis_url
-        redis = Redis.from_url(
-            settings.redis_url,
-            health_check_interval=30,
-            socket_connect_timeout=2,
-            max_connections=512,
+        redis = _client(settings.redis_url, REQUEST_SOCKET_TIMEOUT_S)
+        # A blocking read outlasts REQUEST_SOCKET_TIMEOUT_S: a client of its own.
+        blocking_redis = _client(
+            settings.redis_url, status_events.read_socket_timeout_s(settings.sse_keepalive_s)
         )
         store = open_store(settings)
         twilio = settings.twilio
@@ -78,6 +91,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.callrec = AppState(
             settings=settings,
             redis=redis,
+            blocking_redis=blocking_redis,
             registry=CallRegistry(redis),
             store=store,
             accounts=accounts,
@@ -90,6 +104,7 @@ def create_app(settings: Settings) -> Starlette:
             if subaccounts is not None:
                 await subaccounts.aclose()
             await store.close()
+            await blocking_redis.aclose()
             await redis.aclose()
 
     return Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)

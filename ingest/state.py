@@ -19,6 +19,8 @@ from tenants.webhook_auth import WebhookAccounts
 class AppState:
     settings: Settings
     redis: Redis
+    # Blocking reads (``XREAD BLOCK``) only: a socket timeout longer than the block.
+    blocking_redis: Redis
     registry: CallRegistry
     store: RecordingStore
     accounts: AccountRegistry  # businesses' own Twilio accounts
