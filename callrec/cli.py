@@ -41,11 +41,21 @@ def _twilio_account(args: argparse.Namespace) -> int:
 
     settings = load_settings(require=("REDIS_URL",))
     if args.action == "set":
+        # "-": read the secret from stdin, so it stays out of `ps` and shell history.
+        stdin_lines = (
+            iter(sys.stdin.read().splitlines())
+            if "-"
+            in (
+                args.auth_token,
+                args.api_secret,
+            )
+            else iter(())
+        )
         fields = {
             "account_sid": args.account_sid,
-            "auth_token": args.auth_token,
+            "auth_token": next(stdin_lines, "") if args.auth_token == "-" else args.auth_token,
             "api_key": args.api_key,
-            "api_secret": args.api_secret,
+            "api_secret": next(stdin_lines, "") if args.api_secret == "-" else args.api_secret,
             "region": args.region,
         }
         return asyncio.run(twilio_accounts.set_account(settings, args.business, fields))
@@ -108,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     put = actions.add_parser("set", help="register (or replace) it; secrets are encrypted")
     put.add_argument("--business", required=True, type=_business_arg)
     put.add_argument("--account-sid", required=True)
-    put.add_argument("--auth-token", required=True)
+    put.add_argument("--auth-token", required=True, help="'-': read it from stdin")
     put.add_argument("--api-key", help="API key SID (SK...), used for REST requests")
-    put.add_argument("--api-secret")
+    put.add_argument("--api-secret", help="'-': read it from stdin (after the auth token)")
     put.add_argument("--region", help="ie1 or au1 (default: the US1 host)")
     show = actions.add_parser("show", help="without secrets; every business when none given")
     show.add_argument("--business", type=_business_arg)

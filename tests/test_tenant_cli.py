@@ -20,12 +20,14 @@ TOKEN = "f00d" * 8
 SECRET = "s3cr3t-" + "z" * 20
 
 
-def cli(redis_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    redis_url: str, *args: str, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "CALLREC_"))}
     base.update(PYTHONPATH=str(ROOT), REDIS_URL=redis_url, CALLREC_JWT_SECRET=JWT_SECRET, **env)
     return subprocess.run(
         [sys.executable, "-m", "callrec.cli", *args],
-        env=base, capture_output=True, text=True, timeout=60, check=False,
+        env=base, capture_output=True, text=True, timeout=60, check=False, input=stdin,
     )  # fmt: skip
 
 
@@ -86,3 +88,20 @@ def test_secrets_key_and_admin_token(redis_url: str) -> None:
     assert claims["admin"] is True and "business_id" not in claims
     neither = cli(redis_url, "token")
     assert neither.returncode == 2 and "--business" in neither.stderr
+
+
+def test_secrets_can_come_from_stdin(redis_url: str) -> None:
+    args = ["twilio-account", "set", "--business", "b2", "--account-sid", SID]
+    done = cli(
+        redis_url,
+        *args, "--auth-token", "-", "--api-key", "SK" + "6" * 32, "--api-secret", "-",
+        stdin=f"{TOKEN}\n{SECRET}\n",
+        CALLREC_SECRETS_KEY=SECRETS_KEY,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stored = redis.Redis.from_url(redis_url).hgetall(keys.account("b2"))
+    box = Fernet(SECRETS_KEY.encode())
+    assert box.decrypt(stored[b"auth_token"]).decode() == TOKEN
+    assert box.decrypt(stored[b"api_secret"]).decode() == SECRET
+    empty = cli(redis_url, *args, "--auth-token", "-", stdin="", CALLREC_SECRETS_KEY=SECRETS_KEY)
+    assert empty.returncode == 2 and "auth_token" in empty.stderr
