@@ -30,6 +30,7 @@ def test_callrec_dev_serves_demo_calls_and_stops_cleanly(tmp_path: Path) -> None
 
         wait_for(playable, "a demo recording to play")
         assert list((tmp_path / ".callrec-dev" / "recordings").glob("CA*.mp3"))
+        assert "PUBLIC_BASE_URL is unset" not in dev.output()  # dev sets it
         # The second business lives on a Twilio subaccount: its calls, its recordings.
         match = re.search(r"'demo-sub' \(on a Twilio subaccount\): \S+/\?token=(\S+)", dev.output())
         assert match, dev.output()
