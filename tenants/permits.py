@@ -5,7 +5,8 @@ A free permit is taken in one script call. Otherwise the request waits in its bu
 FIFO list; the scripts hand permits out round robin between businesses, and this process
 learns of its grants from the script calls it makes (acquire and release return what they
 granted) or, for grants made by other processes, from one poll per account per
-``poll_s`` for all of its waiters, which doubles as the heartbeat that keeps them alive.
+``poll_s``, which reads the process's grants inbox (its cost is the grants, not the
+waiters) and doubles as the heartbeat that keeps its waiters alive.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ class Permit:
 @dataclass(slots=True)
 class _Waiters:
     futures: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    businesses: dict[str, str] = field(default_factory=dict)  # waiter id -> business
+    # waiter id -> business, for waiters whose acquire script has returned "not granted"
+    # (only those may be requeued: one still in flight could end up in line twice)
+    businesses: dict[str, str] = field(default_factory=dict)
     poller: asyncio.Task[None] | None = None
 
 
@@ -97,7 +100,7 @@ class AccountPermits:
         self._counter = itertools.count(1)
         self._scripts = {
             op: redis.register_script(_script(op))
-            for op in ("acquire", "poll", "release", "cancel")
+            for op in ("acquire", "poll", "requeue", "release", "cancel")
         }
         self._waiting: dict[str, _Waiters] = {}
         self._indexed: set[str] = set()
@@ -148,14 +151,17 @@ class AccountPermits:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Registered before the script runs: a grant made by this very call (or by a
         # release in this process right after it) finds the future.
+        others_waiting = "1" if waiters.futures else "0"
         waiters.futures[permit_id] = future
-        waiters.businesses[permit_id] = b
         try:
-            result = await self._run("acquire", a, permit_id, b, "1" if front else "0")
+            result = await self._run(
+                "acquire", a, permit_id, b, "1" if front else "0", others_waiting
+            )
             if result.get("granted"):
                 waiters.futures.pop(permit_id, None)
-                waiters.businesses.pop(permit_id, None)
                 return permit_id
+            if not future.done():
+                waiters.businesses[permit_id] = b
             if waiters.poller is None or waiters.poller.done():
                 waiters.poller = asyncio.create_task(self._poll(a, waiters))
             await future
@@ -171,22 +177,28 @@ class AccountPermits:
     async def _poll(self, a: str, waiters: _Waiters) -> None:
         while waiters.futures:
             await asyncio.sleep(self.poll_s)
-            pairs = [(i, b) for i, b in waiters.businesses.items() if i in waiters.futures]
-            if not pairs:
+            if not waiters.futures:
                 break
             try:
-                result = await self._run("poll", a, self.proc, *(x for p in pairs for x in p))
+                result = await self._run("poll", a, self.proc)
+                self._wake(a, _ids(result.get("granted")))
+                if result.get("lapsed"):
+                    await self._requeue(a, waiters)
             except RedisError as exc:
                 log.warning("permit poll failed account=%s: %s", a, exc)
                 await asyncio.sleep(min(1.0, self.proc_ttl_ms / 4000))
-                continue
-            if result.get("requeued"):
-                log.warning(
-                    "permit waiters put back in line account=%s n=%s (this process stalled)",
-                    a,
-                    result["requeued"],
-                )
-            self._wake(a, _ids(result.get("granted")))
+
+    async def _requeue(self, a: str, waiters: _Waiters) -> None:
+        pairs = [(i, b) for i, b in waiters.businesses.items() if i in waiters.futures]
+        if not pairs:
+            return
+        result = await self._run("requeue", a, self.proc, *(x for p in pairs for x in p))
+        if result.get("requeued"):
+            log.warning(
+                "permit waiters put back in line account=%s n=%s (this process stalled)",
+                a,
+                result["requeued"],
+            )
 
     async def _renew(self, a: str, permit_id: str) -> None:
         key = keys.PERMIT_PREFIX.format(a=a) + permit_id

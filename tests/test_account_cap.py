@@ -107,8 +107,12 @@ def test_hundred_businesses_share_one_account_capped_at_its_limit(
         # FIFO per business: a download never overtakes one admitted a round earlier.
         assert all(abs(started.index(x.call_sid) - i) < 3 for i, x in enumerate(rs)), b
     assert all(sim.downloads(x.recording_sid) == 1 for x in everyone)
+    # A file appears before its download is counted: wait for the counters to settle.
+    wait_for(
+        lambda: value(scrape(web), "callrec_downloads_total", outcome="ok") == len(everyone),
+        "every download counted",
+    )
     m = scrape(web)
-    assert value(m, "callrec_downloads_total", outcome="ok") == len(everyone)
     assert value(m, "callrec_downloads_total", outcome="failed") == 0
     assert "RECORDING_FAILED" not in stack.worker_logs()
     assert r.scard(keys.PERMITS.format(a=main)) == 0
@@ -132,6 +136,10 @@ def test_429s_below_callrec_cap_slow_it_down_and_fail_nothing(stack: Stack, sim:
     everyone = [r for rs in recs.values() for r in rs]
     files = stack.recordings_dir
     wait_for(lambda: all((files / f"{x.call_sid}.mp3").exists() for x in everyone), "all", 120)
+    wait_for(
+        lambda: value(scrape(web), "callrec_downloads_total", outcome="ok") == len(everyone),
+        "every download counted",
+    )
     throttled = sim.account_throttled(main)
     assert throttled > 0
     m = scrape(web)

@@ -6,6 +6,8 @@ ARGV[7] id      waiter/permit id "<proc>|<n>"
 ARGV[8] b       business id
 ARGV[9] front   "1": wait at the head of b's list (a request coming back after a 429
                 keeps its place in b's FIFO), "0": at the tail
+ARGV[10] waiting "1" when the process has other waiters on this account (then a lapsed
+                liveness key is noted for its next poll)
 
 Returns JSON {granted: bool (id holds a permit now), in_use, limit, others: [ids]}:
   others are waiters of any process granted during this call (the caller resolves its
@@ -13,7 +15,7 @@ Returns JSON {granted: bool (id holds a permit now), in_use, limit, others: [ids
 ]]
 
 local id, b, front = ARGV[7], ARGV[8], ARGV[9] == '1'
-alive(string.match(id, '^(.-)|'))
+alive(string.match(id, '^(.-)|'), ARGV[10] == '1')
 local in_use = prune()
 if redis.call('LLEN', ring) == 0 and in_use < limit() then
   grant(id, b)

@@ -23,7 +23,10 @@ KEYS (all share the hash tag {tw:<account sid>}, so one account is one cluster s
                                             while this exists (its poller renews it)
     ARGV[3] .. proc .. ':lapsed'            STRING set when that key was found gone: the
                                             process's waiters may have been dropped, its
-                                            next poll puts them back in line
+                                            next poll says so and the process requeues them
+    ARGV[3] .. proc .. ':granted'           LIST   ids of the process's waiters granted a
+                                            permit since its last poll (so a poll costs
+                                            O(grants), not a check of every waiter)
 ARGV (common):
   ARGV[1..3] the prefixes above
   ARGV[4] max_limit     TWILIO_MAX_CONCURRENT_PER_ACCOUNT
@@ -44,11 +47,12 @@ local proc_ttl_ms = tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
--- Marks the process alive. A process stalled longer than proc_ttl_ms (or new) finds its
--- key gone: fill() may have dropped its waiters meanwhile, so its next poll repairs.
-local function alive(proc)
+-- Marks the process alive. A process that stalled longer than proc_ttl_ms finds its key
+-- gone: fill() may have dropped its waiters meanwhile, so (when it has any: `waiting`)
+-- its next poll says so and it puts them back.
+local function alive(proc, waiting)
   local key = proc_prefix .. proc
-  if not redis.call('SET', key, '1', 'PX', proc_ttl_ms, 'GET') then
+  if not redis.call('SET', key, '1', 'PX', proc_ttl_ms, 'GET') and waiting then
     redis.call('SET', key .. ':lapsed', '1', 'PX', 60000)
   end
 end
@@ -77,6 +81,13 @@ local function grant(id, b)
   redis.call('SET', permit_prefix .. id, b, 'PX', lease_ms)
 end
 
+-- A waiter granted by someone else's call: its process finds it at its next poll.
+local function tell(id)
+  local inbox = proc_prefix .. string.match(id, '^(.-)|') .. ':granted'
+  redis.call('RPUSH', inbox, id)
+  redis.call('PEXPIRE', inbox, 60000)
+end
+
 -- Hand free permits out round robin: each turn takes the business at the ring's head,
 -- grants its oldest waiter whose process is alive (dead ones are dropped), and puts the
 -- business back at the tail while it still has waiters.
@@ -99,6 +110,7 @@ local function fill(in_use)
     end
     if id then
       grant(id, b)
+      tell(id)
       in_use = in_use + 1
       granted[#granted + 1] = id
     end
