@@ -117,7 +117,8 @@ class TwilioMedia:
     async def find_recording(
         self, route: AccountRoute, call_sid: str, answer: Answer | None = None
     ) -> str | None:
-        """The newest completed recording of a call, None when Twilio lists none."""
+        """The call's primary recording, as the contract defines it (the first of its
+        recordings to complete), None when Twilio lists none completed."""
         url = self._account_url(route, f"Calls/{call_sid}/Recordings.json")
         try:
             response = await self._api.get(url, auth=route.auth)
@@ -133,8 +134,8 @@ class TwilioMedia:
         except ValueError as exc:
             raise DownloadError("listing was not JSON", retryable=True) from exc
         completed = [r for r in recordings if r.get("status", "completed") == "completed"]
-        # Twilio lists newest first; a call recorded twice keeps its latest recording.
-        return str(completed[0]["sid"]) if completed else None
+        # Twilio lists newest first: the first to complete is the last listed.
+        return str(completed[-1]["sid"]) if completed else None
 
     async def fetch(
         self, route: AccountRoute, recording_sid: str, sink: Sink, answer: Answer | None = None

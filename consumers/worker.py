@@ -24,6 +24,7 @@ from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.download_job import run_download
 from consumers.entries import InvalidEntry, describe, describe_fields, note_failure, parse_entry
+from lifecycle.loops import start_loops as start_lifecycle_loops
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ class Worker:
                 )
             ),
         ]
+        loops += start_lifecycle_loops(self.ctx, self.stop)
         log.info("worker %s reading %s", self.ctx.consumer, keys.EVENTS)
         try:
             await self._read_loop()

@@ -19,7 +19,8 @@ from calls import keys
 from calls.redis_values import text
 from semaphore.scripts import lua_text, register
 
-Outcome = Literal["ready", "failed", "retry", "none"]
+# "erased": the recording was erased while it downloaded (its file discarded).
+Outcome = Literal["ready", "failed", "retry", "none", "erased"]
 
 
 @dataclass(frozen=True, slots=True)

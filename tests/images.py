@@ -75,6 +75,7 @@ APP_CONTEXT = (
     "storage",
     "tenants",
     "callrec",
+    "lifecycle",
 )
 
 

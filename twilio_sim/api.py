@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import anyio
 from starlette.applications import Starlette
@@ -156,11 +157,13 @@ def build_api_app(
     *,
     book: AccountBook,
     region: str | None = None,
+    extra_routes: Sequence[Route] = (),
 ) -> Starlette:
     """The REST API of one host: the default one (``region`` None) or a region's, which
     serves only the accounts of that region."""
     recordings = RecordingResource(state, settings, signer, active, book)
     account_routes = [
+        *extra_routes,
         _list_endpoint(state, book),
         Route("/Recordings/{name}", recordings, methods=["GET"]),
     ]
