@@ -477,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
                 # Production defaults; tests/stack.py shortens them for the tests.
                 RECONCILE_INTERVAL_MS="5000",
                 DOWNLOAD_BACKOFF_BASE_MS="1000",
+                # Every bench business shares the simulator's one account, which has no
+                # limit: the per-account cap is taken and returned on every request (its
+                # cost is in the numbers) but never binds, so the schedule goals still
+                # measure the business slots. tests/test_account_cap.py tests the cap.
+                TWILIO_MAX_CONCURRENT_PER_ACCOUNT="10000",
             )
             try:
                 if "playback" in only:

@@ -41,6 +41,16 @@ RETENTION = "rec_retention:{{{b}}}"  # STRING: the last call retention erased (i
 BACKFILL_JOB = "rec_backfill_job:{{{b}}}"  # HASH: a backfill asked over the admin API
 BACKLOG = "rec_backlog:{{{b}}}"  # LIST of slot members a backfill wants downloaded, oldest first
 
+ACCOUNT = "tw_account:{{{b}}}"  # HASH: the business's own Twilio account (secrets encrypted)
+
+# --- per Twilio account, hash-tagged by the account SID: its request permits ------------
+PERMITS = "tw_permits:{{tw:{a}}}"  # SET of permit ids in flight; valid while their lease lives
+PERMIT_PREFIX = "tw_permit:{{tw:{a}}}:"  # + permit id: lease (value = business), PX
+RING = "tw_ring:{{tw:{a}}}"  # LIST of businesses with waiters, served round robin
+WAIT_PREFIX = "tw_wait:{{tw:{a}}}:"  # + business: LIST of that business's waiters, FIFO
+PROC_PREFIX = "tw_proc:{{tw:{a}}}:"  # + process id: its waiters are alive while this lives
+RATE = "tw_rate:{{tw:{a}}}"  # HASH: AIMD state (limit, ok, cut_ms) and 429 count
+
 # --- global --------------------------------------------------------------------------
 EVENTS = "rec_events"  # STREAM: request/start/done events, consumer group below
 EVENTS_GROUP = "workers"
@@ -52,6 +62,12 @@ LIVE_BUSINESSES = "rec_live_businesses"
 # The SET that indexed every business ever seen, before LIVE_BUSINESSES: adopted, then
 # emptied, by the reconciler after an upgrade.
 LEGACY_BUSINESSES = "rec_businesses"
+ACCOUNTS = "tw_accounts"  # SET of businesses with their own Twilio account
+ACCOUNTS_VERSION = "tw_accounts_version"  # INCR on every registration change (worker caches)
+KNOWN_ACCOUNTS = "tw_known_accounts"  # SET of account SIDs requests went to (metrics, status)
+# Which business a call or recording SID belongs to: the first one that registered it.
+# One key per SID, untagged: each claim is a single-key SET NX.
+OWNER = "rec_owner:{sid}"
 STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
 BACKFILL_JOBS = "rec_backfill_jobs"  # ZSET business -> due ms: admin backfills for workers
 KNOWN_BUSINESSES = "rec_known_businesses"  # SET of businesses with calls (retention visits)
@@ -175,3 +191,21 @@ def business_keys(b: str) -> list[str]:
         pending(b),
         tickets(b),
     ]
+
+
+def account(b: str) -> str:
+    return ACCOUNT.format(b=b)
+
+
+def owner(sid: str) -> str:
+    return OWNER.format(sid=sid)
+
+
+def permit_keys(a: str) -> list[str]:
+    """KEYS of every permit script, in the order their headers document."""
+    return [PERMITS.format(a=a), RING.format(a=a), RATE.format(a=a)]
+
+
+def permit_prefixes(a: str) -> list[str]:
+    """Prefixes of the permit scripts' derived keys (same hash tag as ``permit_keys``)."""
+    return [PERMIT_PREFIX.format(a=a), WAIT_PREFIX.format(a=a), PROC_PREFIX.format(a=a)]

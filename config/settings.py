@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -25,11 +25,32 @@ class SettingsError(Exception):
     """A variable is missing or malformed; the message names it."""
 
 
+# Twilio's regional API hosts (region + edge, per Twilio's regional REST API guide); a
+# region's credentials are only ever sent to its own host.
+REGION_API_BASES = {
+    "ie1": "https://api.dublin.ie1.twilio.com",
+    "au1": "https://api.sydney.au1.twilio.com",
+}
+SubaccountMode = Literal["off", "auto"]
+
+
 @dataclass(frozen=True, slots=True)
 class TwilioSettings:
     account_sid: str | None
     auth_token: str | None
     api_base: str
+    # region -> API base; TWILIO_REGION_API_BASES overrides entries (tests point them at
+    # a simulator on loopback), regions missing from it are refused at registration.
+    region_api_bases: Mapping[str, str] = field(default_factory=lambda: dict(REGION_API_BASES))
+    max_concurrent_per_account: int = 20
+    subaccounts: SubaccountMode = "off"
+    # A Fernet key (URL-safe base64 of 32 bytes), checked at start; None: no business
+    # may register its own account.
+    secrets_key: str | None = None
+
+    def api_base_for(self, region: str | None) -> str:
+        """The API base requests of an account in ``region`` go to (None: the default)."""
+        return self.region_api_bases[region] if region else self.api_base
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +212,19 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
             secret=_signed_url_secret(read.required("SIGNED_URL_SECRET")),
             ttl_s=read.integer("SIGNED_URL_TTL_SECONDS", 300),
         )
+    secrets_key = read.text("CALLREC_SECRETS_KEY")
+    if secrets_key is not None:
+        _check_fernet_key(secrets_key)
     return Settings(
         redis_url=read.text("REDIS_URL"),
         twilio=TwilioSettings(
             account_sid=read.text("TWILIO_ACCOUNT_SID"),
             auth_token=read.text("TWILIO_AUTH_TOKEN"),
             api_base=(read.text("TWILIO_API_BASE", "https://api.twilio.com") or "").rstrip("/"),
+            region_api_bases=_region_bases(read.text("TWILIO_REGION_API_BASES")),
+            max_concurrent_per_account=read.integer("TWILIO_MAX_CONCURRENT_PER_ACCOUNT", 20),
+            subaccounts=read.choice("TWILIO_SUBACCOUNTS", "off", ("off", "auto")),  # type: ignore[arg-type]
+            secrets_key=secrets_key,
         ),
         public_base_url=public_base.rstrip("/") if public_base else None,
         jwt_secret=read.text("CALLREC_JWT_SECRET"),
@@ -261,6 +289,37 @@ def _signed_url_secret(value: str) -> str:
             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return value
+
+
+def _check_fernet_key(value: str) -> None:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.urlsafe_b64decode(value.encode())
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise SettingsError(
+            "CALLREC_SECRETS_KEY must be a Fernet key (URL-safe base64 of 32 bytes); "
+            "`callrec secrets-key` prints one"
+        )
+
+
+def _region_bases(raw: str | None) -> dict[str, str]:
+    """``ie1=https://...,au1=https://...`` over the built-in table."""
+    bases = dict(REGION_API_BASES)
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        region, sep, base = item.partition("=")
+        region, base = region.strip().lower(), base.strip().rstrip("/")
+        if not sep or not region.isalnum() or not base.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"TWILIO_REGION_API_BASES must be region=https://host pairs, got {item.strip()!r}"
+            )
+        bases[region] = base
+    return bases
 
 
 WEB_REQUIRED = ("REDIS_URL", "CALLREC_JWT_SECRET")

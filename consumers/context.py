@@ -13,6 +13,8 @@ from config.settings import Settings
 from consumers.twilio_media import TwilioMedia
 from semaphore import Slots
 from storage import RecordingStore
+from tenants.permits import AccountPermits
+from tenants.routing import AccountRouter
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,8 @@ class WorkerContext:
     registry: CallRegistry
     store: RecordingStore
     twilio: TwilioMedia
+    router: AccountRouter  # which account, host and credentials a business's requests use
+    permits: AccountPermits  # the account-wide cap on requests in flight
     consumer: str  # this worker's consumer name in the group
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0

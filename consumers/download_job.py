@@ -25,12 +25,16 @@ from redis.exceptions import NoScriptError, RedisError
 from calls import stats
 from calls.errors import DownloadError, LeaseLost, StorageUnavailable
 from calls.events import Event
+from calls.registry import Call
 from consumers import handlers
+from consumers.account_requests import under_permit
 from consumers.backoff import backoff_s
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.lease import keep_lease
 from semaphore.slots import Outcome, SlotResult
+from tenants.ownership import claim
+from tenants.routing import AccountRoute
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +130,11 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
         call = await ctx.registry.get(b, sid)
         if call is not None and call.twilio_unavailable:
             return Ending("none", "no recording at Twilio")
+        route = await ctx.router.route(b, call.fields.get("account_sid") if call else None)
         recording_sid = call.fields.get("rec_sid") if call else None
         if not recording_sid:
             try:
-                recording_sid = await ctx.twilio.find_recording(sid)
+                recording_sid = await _find_recording(ctx, route, b, sid, call)
             except DownloadError as exc:
                 return await _after_failure(ctx, b, sid, token, exc)
             if recording_sid is None:
@@ -137,8 +142,11 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
                 return Ending("none", "no recording at Twilio")
             await ctx.registry.set_recording_sid(b, sid, recording_sid)
         async with ctx.store.staging(sid) as staged:
+            rec = recording_sid
             try:
-                size_bytes = await ctx.twilio.fetch(recording_sid, staged)
+                size_bytes = await under_permit(
+                    ctx, route, b, lambda answer: ctx.twilio.fetch(route, rec, staged, answer)
+                )
             except DownloadError as exc:
                 return await _after_failure(ctx, b, sid, token, exc)
             # Fencing: a worker that stalled past its lease must not publish over the
@@ -164,6 +172,23 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
         # other download wrote attempts since we read the call).
         await ctx.registry.reset_attempts(b, sid)
     return Ending("ready", size_bytes=size_bytes)
+
+
+async def _find_recording(
+    ctx: WorkerContext, route: AccountRoute, b: str, sid: str, call: Call | None
+) -> str | None:
+    """List the call's recordings; a <Dial> child leg's recording is filed under its
+    parent leg, so a child whose parent was never registered looks there next (only a
+    parent this business owns, or nobody does yet)."""
+    found = await under_permit(
+        ctx, route, b, lambda answer: ctx.twilio.find_recording(route, sid, answer)
+    )
+    parent = call.parent_sid if call is not None else None
+    if found is None and parent and await claim(ctx.redis, b, parent):
+        found = await under_permit(
+            ctx, route, b, lambda answer: ctx.twilio.find_recording(route, parent, answer)
+        )
+    return found
 
 
 async def _failure_if_held(

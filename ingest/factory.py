@@ -9,11 +9,11 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
-from twilio.request_validator import RequestValidator
 
 from calls.registry import CallRegistry
 from config.settings import Settings
 from ingest import (
+    admin,
     admin_lifecycle,
     calls_api,
     health,
@@ -28,6 +28,10 @@ from ingest.shutdown import Stopping
 from ingest.signed_media import SignedMediaFront
 from ingest.state import AppState
 from storage.factory import open_store
+from tenants.accounts import AccountRegistry
+from tenants.secrets import secret_box
+from tenants.subaccounts import SubaccountDirectory
+from tenants.webhook_auth import WebhookAccounts
 
 # A request's commands answer at once: a Redis that stops answering fails the request
 # fast (503) instead of holding it. (redis-py 8's default too; said here, not assumed.)
@@ -84,6 +88,21 @@ ROUTES = [
         admin_lifecycle.backfill_status,
         methods=["GET"],
     ),
+    Route(
+        "/api/admin/businesses/{business_id}/twilio-account",
+        admin.put_twilio_account,
+        methods=["PUT"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/twilio-account",
+        admin.get_twilio_account,
+        methods=["GET"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/twilio-account",
+        admin.delete_twilio_account,
+        methods=["DELETE"],
+    ),
 ]
 
 
@@ -107,21 +126,30 @@ def create_app(settings: Settings) -> Starlette:
             settings.redis_url, status_events.read_socket_timeout_s(settings.sse_keepalive_s)
         )
         store = open_store(settings)
-        token = settings.twilio.auth_token
+        twilio = settings.twilio
         stopping = Stopping()
         stopping.install()
+        accounts = AccountRegistry(redis, secret_box(settings))
+        subaccounts = None
+        if twilio.subaccounts == "auto" and twilio.account_sid and twilio.auth_token:
+            subaccounts = SubaccountDirectory(
+                api_base=twilio.api_base, main_sid=twilio.account_sid, main_token=twilio.auth_token
+            )
         app.state.callrec = AppState(
             settings=settings,
             redis=redis,
             blocking_redis=blocking_redis,
             registry=CallRegistry(redis),
             store=store,
-            validator=RequestValidator(token) if token else None,
+            accounts=accounts,
+            webhook_accounts=WebhookAccounts(twilio, accounts, subaccounts),
             stopping=stopping,
         )
         try:
             yield
         finally:
+            if subaccounts is not None:
+                await subaccounts.aclose()
             await store.close()
             await blocking_redis.aclose()
             await redis.aclose()

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from starlette.requests import Request
-from twilio.request_validator import RequestValidator
 
 from calls.registry import CallRegistry
 from config.settings import Settings
 from ingest.shutdown import Stopping
 from storage import RecordingStore
+from tenants.accounts import AccountRegistry
+from tenants.webhook_auth import WebhookAccounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +23,8 @@ class AppState:
     blocking_redis: Redis
     registry: CallRegistry
     store: RecordingStore
-    validator: RequestValidator | None  # None when TWILIO_AUTH_TOKEN is unset
+    accounts: AccountRegistry  # businesses' own Twilio accounts
+    webhook_accounts: WebhookAccounts  # which token signs a business's webhook
     stopping: Stopping = field(default_factory=Stopping)  # set on SIGTERM: streams end
 
 

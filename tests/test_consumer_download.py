@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from calls import keys
 from consumers.context import WorkerContext
 from consumers.download_job import Ending, run_download
+from tenants.permits import usage
 from tests.worker_kit import (
     B,
     add_recording,
@@ -106,11 +107,21 @@ async def test_server_errors_are_retried(sim: Simulator, ctx: WorkerContext, sta
     assert not stored(ctx, rec.call_sid)
 
 
-async def test_retry_after_of_a_429_sets_the_delay(sim: Simulator, ctx: WorkerContext) -> None:
+async def test_a_429_is_waited_out_in_place_and_spends_no_attempt(
+    sim: Simulator, ctx: WorkerContext
+) -> None:
     rec = add_recording(sim, 4)
-    sim.set_faults(rec.recording_sid, [Fault.too_many(retry_after_s=7)])
+    # More 429s than attempts allowed (5): all waited out (Retry-After, then backoff).
+    sim.set_faults(
+        rec.recording_sid, [Fault.too_many(retry_after_s=0.05)] + [Fault.too_many()] * 5
+    )
     done = await download(ctx, rec)
-    assert (done.outcome, done.delay_ms) == ("retry", 7000)
+    assert done.outcome == "ready"
+    assert stored(ctx, rec.call_sid)
+    assert await attempts(ctx, rec.call_sid) == 0
+    assert sim.media_requests(rec.recording_sid) == 7
+    [account] = await usage(ctx.redis, 20)
+    assert (account.account_sid, account.throttled, account.in_use) == (sim.account_sid, 6, 0)
 
 
 async def test_a_stalled_body_times_out_and_is_retried(
