@@ -13,6 +13,8 @@ from twilio_sim.cdn import CdnSigner, build_cdn_app
 from twilio_sim.history import CallLog, SimCall
 from twilio_sim.listing import DeletionLog, account_routes
 from twilio_sim.models import (
+    DEFAULT_FROM,
+    DEFAULT_TO,
     DEMO_ACCOUNT_SID,
     DEMO_AUTH_TOKEN,
     Fault,
@@ -325,8 +327,8 @@ class Simulator:
         *,
         call_sid: str,
         parent_call_sid: str = "",
-        from_: str = "+15550000001",
-        to: str = "+15550000002",
+        from_: str = DEFAULT_FROM,
+        to: str = DEFAULT_TO,
         direction: str = "inbound",
         call_status: str = "completed",
         duration_s: int = 30,
