@@ -2,7 +2,9 @@
 
 Per-business keys carry the business id as a hash tag (``{b}``) so that one business
 lives in one Redis Cluster slot and its Lua scripts may touch all of them atomically.
-The global keys (streams, the delayed-retry set, the business index) are not tagged.
+The work streams and their companions (the delayed-retry set, the business index, the
+counters) are per event-stream shard (``calls/shards.py``); the few global keys are
+touched only at start, by operators or on failures.
 """
 
 from __future__ import annotations
@@ -25,18 +27,29 @@ STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
 STATUS_STREAM_MAXLEN = 1000
 PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repair scans it)
 
-# --- global --------------------------------------------------------------------------
+# --- per event-stream shard (calls/shards.py) ----------------------------------------
+# One shard (EVENT_STREAM_SHARDS=1) keeps these untagged names; with N shards each name
+# gets the shard's tag ("rec_events:{ev12}"), so a shard's four keys share one slot.
 EVENTS = "rec_events"  # STREAM: request/start/done events, consumer group below
 EVENTS_GROUP = "workers"
-DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 DELAYED = "rec_delayed"  # ZSET "b|sid" -> due time (ms): retries waiting out a backoff
 # HASH business id -> generation: businesses with live work (queued, slot-holding or
 # pending calls), what the reconciler and /metrics walk (calls/live_businesses.py).
 LIVE_BUSINESSES = "rec_live_businesses"
+STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
+EVENTS_SHARD = "rec_events:{{{tag}}}"
+DELAYED_SHARD = "rec_delayed:{{{tag}}}"
+LIVE_BUSINESSES_SHARD = "rec_live_businesses:{{{tag}}}"
+STATS_SHARD = "rec_stats:{{{tag}}}"
+
+# --- global --------------------------------------------------------------------------
+# SET of every event stream in use (current shards and older ones not yet drained):
+# touched at start and by the workers' upkeep, never per download.
+EVENT_STREAMS = "rec_event_streams"
+DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 # The SET that indexed every business ever seen, before LIVE_BUSINESSES: adopted, then
 # emptied, by the reconciler after an upgrade.
 LEGACY_BUSINESSES = "rec_businesses"
-STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
 
 
 def slots(b: str) -> str:

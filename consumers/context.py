@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from calls.redis_client import RedisClient
 from calls.registry import CallRegistry
+from calls.shards import ShardMap
 from config.settings import Settings
 from consumers.twilio_media import TwilioMedia
 from semaphore import Slots
@@ -21,5 +22,6 @@ class WorkerContext:
     store: RecordingStore
     twilio: TwilioMedia
     consumer: str  # this worker's consumer name in the group
+    shards: ShardMap  # where each business's events, retries and counters go
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0

@@ -60,7 +60,9 @@ async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
             # Shutdown: hand the request back at the head of its queue, at once. The slot
             # is released here rather than through a done event on the stream: this
             # worker reads no more events, and it may be the last one running.
-            await stats.observe_download(ctx.redis, "retry", time.monotonic() - started)
+            await stats.observe_download(
+                ctx.redis, ctx.shards.of(b).stats, "retry", time.monotonic() - started
+            )
             done = Event("done", b, sid, token=token, outcome="retry", reason="worker stopping")
             await handlers.on_done(ctx, done)
             raise
@@ -156,7 +158,7 @@ async def _after_failure(
         attempts,
         _words(exc.detail),
     )
-    await dead_letter(ctx.redis, b, sid, reason=exc.detail, attempts=attempts)
+    await dead_letter(ctx.redis, ctx.shards, b, sid, reason=exc.detail, attempts=attempts)
     return Ending("failed", exc.detail)
 
 
@@ -178,9 +180,12 @@ async def _finish(
         reason=ending.reason,
         delay_ms=ending.delay_ms,
     )
-    # One round trip, in order: the counters, then the event that frees the slot.
+    # One round trip, in order: the counters, then the event that frees the slot (both
+    # under the business's shard tag: one node of a cluster).
     async with ctx.redis.pipeline(transaction=False) as pipe:
         if metric:
-            stats.add_download_observation(pipe, metric, seconds, ending.size_bytes)
-        add_events(pipe, done)
+            stats.add_download_observation(
+                pipe, ctx.shards.of(b).stats, metric, seconds, ending.size_bytes
+            )
+        add_events(pipe, ctx.shards, done)
         await pipe.execute()

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from calls import stats
 from calls.redis_client import connect
 from calls.registry import CallRegistry
+from calls.shards import ShardMap
 from config.settings import Settings
 from consumers.context import WorkerContext
 from consumers.twilio_media import TwilioMedia
@@ -30,9 +31,13 @@ async def build_worker(
         ThreadPoolExecutor(max_workers=FILE_THREADS, thread_name_prefix="files")
     )
     redis = await connect(settings, purpose="worker")
+    reader = await connect(settings, purpose="reader")
+    shards = ShardMap(settings.event_stream_shards)
+    home_stats = shards.of(consumer).stats
 
     async def count_twilio_response(status: str) -> None:
-        await stats.count(redis, stats.twilio_field(status))
+        # No business here: the worker's own shard (the exporter sums them all).
+        await stats.count(redis, home_stats, stats.twilio_field(status))
 
     twilio = TwilioMedia(
         api_base=settings.twilio.api_base,
@@ -56,10 +61,12 @@ async def build_worker(
         store=store,
         twilio=twilio,
         consumer=consumer,
+        shards=shards,
         backoff_base_s=settings.worker.backoff_base_ms / 1000,
     )
     worker = Worker(
         ctx,
+        reader=reader,
         claim_min_idle_ms=settings.worker.claim_min_idle_ms,
         maintenance_interval_s=settings.worker.reconcile_interval_ms / 1000,
         grace_s=settings.worker.shutdown_grace_s,
@@ -69,5 +76,6 @@ async def build_worker(
         await twilio.aclose()
         await store.close()
         await redis.aclose()
+        await reader.aclose()
 
     return worker, close

@@ -1,8 +1,10 @@
-"""The consumer-group loop: read events, hand each to its handler, acknowledge.
+"""The consumer-group loops: read events, hand each to its handler, acknowledge.
 
-A worker runs any number of downloads at once (the per-business slots bound them); on
-SIGTERM it stops reading, lets running downloads finish for a grace period, then hands
-the rest back to their queues and exits.
+A worker reads every event-stream shard (``calls/shards.py``): the current ones and any
+older one still registered, one blocking reader per shard (``XREADGROUP`` cannot span
+cluster slots). It runs any number of downloads at once (the per-business slots bound
+them); on SIGTERM it stops reading, lets running downloads finish for a grace period,
+then hands the rest back to their queues and exits.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from calls import keys
+from calls import keys, shards
 from calls.events import Event
+from calls.redis_client import RedisClient, is_transient
 from calls.redis_values import stream_entries
-from consumers import handlers, maintenance
+from calls.shards import Shard
+from consumers import handlers, maintenance, shard_upkeep
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.download_job import run_download
@@ -30,9 +32,6 @@ READ_COUNT = 32
 READ_BLOCK_MS = 1000
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
-# redis-py's TimeoutError is not the builtin one: a read that timed out (the process was
-# paused, the server stalled) must mean "reconnect", not a crashed worker.
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 
 
 class Worker:
@@ -40,23 +39,30 @@ class Worker:
         self,
         ctx: WorkerContext,
         *,
+        reader: RedisClient | None = None,
         claim_min_idle_ms: int = 30_000,
         maintenance_interval_s: float = 5.0,
         retry_poll_s: float = 0.2,
         grace_s: float = 20.0,
     ) -> None:
         self.ctx = ctx
+        # Blocking reads get a client whose socket timeout outlasts READ_BLOCK_MS
+        # (calls/redis_client.py "reader"); the tests may share one client.
+        self.reader = reader or ctx.redis
         self.claim_min_idle_ms = claim_min_idle_ms
         self.maintenance_interval_s = maintenance_interval_s
         self.retry_poll_s = retry_poll_s
         self.grace_s = grace_s
         self.stop = asyncio.Event()
         self.downloads: set[asyncio.Task[None]] = set()
+        self.readers: dict[Shard, asyncio.Task[None]] = {}
+        self.shards: tuple[Shard, ...] = ctx.shards.current
+        self.failure: BaseException | None = None
 
-    async def ensure_group(self) -> None:
+    async def ensure_group(self, shard: Shard) -> None:
         try:
             await self.ctx.redis.xgroup_create(
-                keys.EVENTS, keys.EVENTS_GROUP, id="0", mkstream=True
+                shard.events, keys.EVENTS_GROUP, id="0", mkstream=True
             )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
@@ -67,15 +73,19 @@ class Worker:
         self.downloads.add(task)
         task.add_done_callback(self.downloads.discard)
 
-    async def handle(self, entry_id: str, fields: Mapping[Any, Any], *, ack: bool = True) -> None:
-        """Handle one entry and acknowledge it (unless the caller acknowledges a batch). A
-        Redis error leaves it pending, so it is claimed again later; an entry that is not
-        an event is dead-lettered."""
+    async def handle(
+        self, shard: Shard, entry_id: str, fields: Mapping[Any, Any], *, ack: bool = True
+    ) -> None:
+        """Handle one entry of ``shard`` and acknowledge it (unless the caller
+        acknowledges a batch). A Redis error leaves it pending, so it is claimed again
+        later; an entry that is not an event is dead-lettered."""
         try:
             event = Event.parse(fields)
         except ValueError as exc:
-            log.warning("malformed stream entry %s: %s", entry_id, exc)
-            await dead_letter(self.ctx.redis, "", "", reason=str(exc), attempts=1, kind="stream")
+            log.warning("malformed stream entry %s on %s: %s", entry_id, shard.events, exc)
+            await dead_letter(
+                self.ctx.redis, self.ctx.shards, "", "", reason=str(exc), attempts=1, kind="stream"
+            )
         else:
             if event.kind == "request":
                 await handlers.on_request(self.ctx, event, self.start_download)
@@ -84,9 +94,19 @@ class Worker:
             else:
                 await handlers.on_done(self.ctx, event, self.start_download)
         if ack:
-            await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)
+            await self.ctx.redis.xack(shard.events, keys.EVENTS_GROUP, entry_id)
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self, shard: Shard) -> None:
+        try:
+            await self._read(shard)
+        except Exception as exc:
+            # Not Redis being away: a bug. The worker stops (and exits non-zero) rather
+            # than silently leaving one shard unread.
+            log.exception("reader of %s failed", shard.events)
+            self.failure = exc
+            self.stop.set()
+
+    async def _read(self, shard: Shard) -> None:
         backoff_s = RECONNECT_FIRST_S
         # "0" = this consumer's own pending entries first: after a reconnect, entries it
         # read but could not finish are handled again at once instead of waiting for
@@ -94,41 +114,55 @@ class Worker:
         next_id = "0"
         while not self.stop.is_set():
             try:
-                reply = await self.ctx.redis.xreadgroup(
+                reply = await self.reader.xreadgroup(
                     keys.EVENTS_GROUP,
                     self.ctx.consumer,
-                    {keys.EVENTS: next_id},
+                    {shard.events: next_id},
                     count=READ_COUNT,
                     block=None if next_id == "0" else READ_BLOCK_MS,
                 )
                 batch = stream_entries(reply)
-                await self._handle_batch(batch)
+                await self._handle_batch(shard, batch)
                 if next_id == "0" and not batch:
                     next_id = ">"
                 backoff_s = RECONNECT_FIRST_S
-            except UNREACHABLE as exc:
-                log.warning("redis unreachable (%s); reconnecting in %.1fs", exc, backoff_s)
+            except RedisError as exc:
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    await self._recreate_group_if_lost(shard)
+                    continue
+                if not is_transient(exc):
+                    raise
+                # Unreachable, or the cluster is failing over / migrating a slot: the
+                # entries stay pending and are read again from "0" once it settles.
+                log.warning(
+                    "redis unavailable on %s (%s); retrying in %.1fs",
+                    shard.events,
+                    exc,
+                    backoff_s,
+                )
                 await self._sleep_unless_stopped(backoff_s)
                 backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
-                await self._recreate_group_if_lost()
+                await self._recreate_group_if_lost(shard)
                 next_id = "0"
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    await self._recreate_group_if_lost()
-                else:
-                    raise
+            except OSError as exc:
+                log.warning("redis unreachable on %s (%s)", shard.events, exc)
+                await self._sleep_unless_stopped(backoff_s)
+                backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
+                next_id = "0"
 
-    async def _handle_batch(self, entries: Iterable[tuple[str, Mapping[Any, Any]]]) -> None:
+    async def _handle_batch(
+        self, shard: Shard, entries: Iterable[tuple[str, Mapping[Any, Any]]]
+    ) -> None:
         # One XACK for everything handled, even when a later entry fails: what was done is
         # acknowledged, the rest stays pending and is claimed again.
         handled: list[str] = []
         try:
             for entry_id, fields in entries:
-                await self.handle(entry_id, fields, ack=False)
+                await self.handle(shard, entry_id, fields, ack=False)
                 handled.append(entry_id)
         finally:
             if handled:
-                await self.ctx.redis.xack(keys.EVENTS, keys.EVENTS_GROUP, *handled)
+                await self.ctx.redis.xack(shard.events, keys.EVENTS_GROUP, *handled)
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         try:
@@ -137,28 +171,59 @@ class Worker:
             pass
 
     async def _wait_for_redis(self) -> None:
-        """Create the group, retrying with backoff while Redis is unreachable: a worker
-        started before its Redis (or during a restart) waits instead of exiting."""
+        """Register this worker's shards and create their groups, retrying with backoff
+        while Redis is unreachable: a worker started before its Redis (or during a
+        restart or a failover) waits instead of exiting."""
         backoff_s = RECONNECT_FIRST_S
         while not self.stop.is_set():
             try:
-                await self.ensure_group()
+                await shards.register(self.ctx.redis, self.ctx.shards)
+                self.shards = await shards.registered(self.ctx.redis, self.ctx.shards)
+                for shard in self.shards:
+                    await self.ensure_group(shard)
                 return
-            except UNREACHABLE as exc:
+            except (RedisError, OSError) as exc:
+                if not is_transient(exc):
+                    raise
                 log.warning("redis unreachable (%s); retrying in %.1fs", exc, backoff_s)
                 await self._sleep_unless_stopped(backoff_s)
                 backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
 
-    async def _recreate_group_if_lost(self) -> None:
+    async def _recreate_group_if_lost(self, shard: Shard) -> None:
         try:
-            await self.ensure_group()
-        except RedisError:
+            await self.ensure_group(shard)
+        except (RedisError, OSError):
             pass
 
+    def _sync_readers(self) -> None:
+        """One reader per shard in :attr:`shards`: new shards (another process's N) get
+        one, retired ones lose theirs."""
+        for shard in self.shards:
+            if shard not in self.readers:
+                self.readers[shard] = asyncio.create_task(
+                    self._read_loop(shard), name=f"read-{shard.events}"
+                )
+        for shard in [s for s in self.readers if s not in self.shards]:
+            self.readers.pop(shard).cancel()
+
     async def _maintain(self) -> None:
-        await maintenance.claim_stale(self.ctx, self.handle, self.claim_min_idle_ms)
-        await maintenance.reconcile_all(self.ctx)
-        await maintenance.trim_events(self.ctx)
+        self.shards = await shard_upkeep.refresh(self.ctx, self.shards)
+        for shard in self.shards:
+            await self.ensure_group(shard)
+        self._sync_readers()
+        for shard in self.shards:
+            await maintenance.claim_stale(
+                self.ctx,
+                shard,
+                lambda eid, fields, shard=shard: self.handle(shard, eid, fields),  # type: ignore[misc]
+                self.claim_min_idle_ms,
+            )
+            await maintenance.reconcile_all(self.ctx, shard, self.shards)
+            await maintenance.trim_events(self.ctx, shard)
+
+    async def _promote_retries(self) -> None:
+        for shard in self.shards:
+            await maintenance.promote_due_retries(self.ctx, shard)
 
     async def run(self) -> int:
         """Read until :attr:`stop` is set; returns how many downloads were handed back
@@ -167,10 +232,7 @@ class Worker:
         loops = [
             asyncio.create_task(
                 maintenance.run_every(
-                    self.retry_poll_s,
-                    "retries",
-                    lambda: maintenance.promote_due_retries(self.ctx),
-                    self.stop,
+                    self.retry_poll_s, "retries", self._promote_retries, self.stop
                 )
             ),
             asyncio.create_task(
@@ -179,14 +241,19 @@ class Worker:
                 )
             ),
         ]
-        log.info("worker %s reading %s", self.ctx.consumer, keys.EVENTS)
+        log.info(
+            "worker %s reading %s", self.ctx.consumer, ", ".join(s.events for s in self.shards)
+        )
+        self._sync_readers()
         try:
-            await self._read_loop()
+            await self.stop.wait()
             log.info("stopped reading; %d downloads running", len(self.downloads))
         finally:
             self.stop.set()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await asyncio.gather(*loops, *self.readers.values(), return_exceptions=True)
             handed_back = await self._drain()
+        if self.failure is not None:
+            raise self.failure
         return handed_back
 
     async def _drain(self) -> int:

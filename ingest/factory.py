@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
+from calls import shards
 from calls.redis_client import connect
 from calls.registry import CallRegistry
 from config.settings import Settings
@@ -41,6 +42,9 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = await connect(settings, purpose="web")
+        shard_map = shards.ShardMap(settings.event_stream_shards)
+        # Workers configured with another N read this process's shards too.
+        await shards.register(redis, shard_map)
         store = open_store(settings)
         token = settings.twilio.auth_token
         stopping = Stopping()
@@ -49,6 +53,7 @@ def create_app(settings: Settings) -> Starlette:
             settings=settings,
             redis=redis,
             registry=CallRegistry(redis),
+            shards=shard_map,
             store=store,
             validator=RequestValidator(token) if token else None,
             stopping=stopping,

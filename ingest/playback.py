@@ -56,12 +56,12 @@ async def _pending(state: AppState, b: str, target: Call) -> Response:
     status = target.state
     if status not in PENDING_STATES:
         if target.twilio_unavailable:
-            await stats.count(state.redis, stats.play_field("not_found"))
+            await stats.count(state.redis, state.shards.of(b).stats, stats.play_field("not_found"))
             raise NotFound("this call has no recording")
-        await request_download(state.redis, b, target.sid, source="play")
+        await request_download(state.redis, state.shards, b, target.sid, source="play")
         status = "queued"
     position = await _position(state, b, target.sid) if status == "queued" else None
-    await stats.count(state.redis, stats.play_field("pending"))
+    await stats.count(state.redis, state.shards.of(b).stats, stats.play_field("pending"))
     return JSONResponse(
         {"status": status, "position": position},
         status_code=202,
@@ -75,14 +75,14 @@ async def _play(request: Request, *, attachment: bool) -> Response:
     try:
         target = await playable(state, b, call)
     except NotFound:
-        await stats.count(state.redis, stats.play_field("not_found"))
+        await stats.count(state.redis, state.shards.of(b).stats, stats.play_field("not_found"))
         raise
     stored = await state.store.stat(target.sid)
     if stored is None:
         return await _pending(state, b, target)
     if target.state != "ready":
         await state.registry.mark_ready(b, target.sid)
-    await stats.count(state.redis, stats.play_field("hit"))
+    await stats.count(state.redis, state.shards.of(b).stats, stats.play_field("hit"))
     filename = f"{call.sid}.mp3" if attachment else None
     return await serve_stored(request, state, stored, filename=filename)
 

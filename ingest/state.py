@@ -9,6 +9,7 @@ from twilio.request_validator import RequestValidator
 
 from calls.redis_client import RedisClient
 from calls.registry import CallRegistry
+from calls.shards import ShardMap
 from config.settings import Settings
 from ingest.shutdown import Stopping
 from storage import RecordingStore
@@ -19,6 +20,7 @@ class AppState:
     settings: Settings
     redis: RedisClient
     registry: CallRegistry
+    shards: ShardMap  # where each business's events and counters go
     store: RecordingStore
     validator: RequestValidator | None  # None when TWILIO_AUTH_TOKEN is unset
     stopping: Stopping = field(default_factory=Stopping)  # set on SIGTERM: streams end

@@ -129,5 +129,5 @@ async def recording_status(request: Request) -> Response:
     # finds it queued, processing or ready and does nothing.
     prefetch = state.settings.prefetch_on_webhook
     if twilio_status == "completed" and new_state == "available" and prefetch:
-        await request_download(state.redis, b, sid, source="webhook")
+        await request_download(state.redis, state.shards, b, sid, source="webhook")
     return Response(status_code=204)

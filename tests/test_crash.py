@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from calls import keys, live_businesses
 from calls.events import Event
+from calls.shards import ShardMap
 from consumers.__main__ import EXIT_DRAINED, EXIT_HANDED_BACK
 from semaphore import Slots
 from tests import crash_trials
@@ -107,7 +108,7 @@ def test_reconciler_requeues_calls_a_lost_event_left_stuck(stack: Stack, sim: Si
     async def lose_events() -> None:
         client = aioredis.Redis.from_url(stack.redis_url)
         slots = Slots(client, max_slots=3, lease_ms=1000, queued_ttl_ms=600_000)
-        await live_businesses.note(client, "rep")
+        await live_businesses.note(client, ShardMap(1), "rep")
         # A done(retry) handled, but the worker died before scheduling the retry: the call
         # says queued, yet no queue entry and no delayed retry will ever move it.
         admitted = await slots.request("rep", retry_lost.call_sid)
