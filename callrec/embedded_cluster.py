@@ -136,6 +136,40 @@ class EmbeddedCluster:
                     return next(n for n in self.nodes if n.port == port)
         raise EmbeddedRedisError(f"no node serves slot {slot}")
 
+    def node_id(self, node: EmbeddedRedis) -> str:
+        with self.client(node) as c:
+            return str(c.execute_command("CLUSTER MYID").decode())
+
+    def begin_migration(self, slot: int, target: EmbeddedRedis) -> EmbeddedRedis:
+        """Mark ``slot`` migrating from its primary to ``target`` (a primary); returns
+        the source. Keys then move with :meth:`migrate_keys`."""
+        source = self.node_of_slot(slot)
+        with self.client(target) as t:
+            t.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", self.node_id(source))
+        with self.client(source) as s:
+            s.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", self.node_id(target))
+        return source
+
+    def keys_in_slot(self, node: EmbeddedRedis, slot: int, count: int = 1000) -> list[bytes]:
+        with self.client(node) as c:
+            return list(c.execute_command("CLUSTER GETKEYSINSLOT", slot, count))
+
+    def migrate_keys(self, source: EmbeddedRedis, target: EmbeddedRedis, keys: list[bytes]) -> None:
+        """MIGRATE ``keys`` one by one (a key gone meanwhile is skipped by Redis)."""
+        with self.client(source) as s:
+            for key in keys:
+                s.execute_command("MIGRATE", "127.0.0.1", target.port, key, 0, 5000)
+
+    def finish_migration(self, slot: int, source: EmbeddedRedis, target: EmbeddedRedis) -> None:
+        """Move what is left, then hand ``slot`` to ``target`` on every node."""
+        while keys := self.keys_in_slot(source, slot):
+            self.migrate_keys(source, target, keys)
+        target_id = self.node_id(target)
+        others = [n for n in self.primary_nodes() if n not in (source, target)]
+        for node in (target, source, *others):
+            with self.client(node) as c:
+                c.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+
     def wait_healthy(self, timeout_s: float = 60.0) -> None:
         """Every live node sees the cluster ok with every slot served, and every primary
         has a replica attached (when the cluster has replicas)."""

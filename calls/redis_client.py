@@ -66,9 +66,18 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     ReadOnlyError,  # a write reached a primary demoted by a failover
     RedisClusterException,  # no node covers the slot (yet), the layout is being read
 )
-# A script that touched a key the node no longer holds (a slot migrating mid-script;
-# scripts read every such key before their first write, so nothing was written).
-_TRANSIENT_REPLIES = ("non local key", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK ", "READONLY")
+# A script that touched a key it did not declare while its slot migrates (Valkey refuses
+# any such key, Redis one already moved: "non local key"); scripts read every such key
+# before their first write, so nothing was written and the caller retries later.
+_TRANSIENT_REPLIES = (
+    "undeclared keys were accessed during rehashing",
+    "non local key",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MOVED",
+    "ASK ",
+    "READONLY",
+)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from calls import stats
 from calls.errors import DownloadError, LeaseLost, StorageUnavailable
@@ -38,9 +38,10 @@ async def run_download(ctx: WorkerContext, b: str, sid: str, token: str) -> None
     log.info("download begins business_id=%s sid=%s token=%s", b, sid, token)
     try:
         await _run(ctx, b, sid, token)
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:
         # Nothing can be recorded without Redis; the lease lapses and the slot script
-        # requeues the call at the head of its queue for whichever worker is alive then.
+        # requeues the call at the head of its queue for whichever worker is alive then
+        # (after a failover or a slot migration, on whichever node holds it now).
         log.warning("download abandoned business_id=%s sid=%s: redis unavailable (%s)", b, sid, exc)
 
 

@@ -32,6 +32,8 @@ READ_COUNT = 32
 READ_BLOCK_MS = 1000
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
+# How long maintenance waits at start for the readers' first pass (Redis may be away).
+CATCH_UP_WAIT_S = 5.0
 
 
 class Worker:
@@ -56,6 +58,8 @@ class Worker:
         self.stop = asyncio.Event()
         self.downloads: set[asyncio.Task[None]] = set()
         self.readers: dict[Shard, asyncio.Task[None]] = {}
+        # Set once a shard's reader has handled this consumer's own pending entries.
+        self.caught_up: dict[Shard, asyncio.Event] = {}
         self.shards: tuple[Shard, ...] = ctx.shards.current
         self.failure: BaseException | None = None
 
@@ -125,6 +129,7 @@ class Worker:
                 await self._handle_batch(shard, batch)
                 if next_id == "0" and not batch:
                     next_id = ">"
+                    self.caught_up.setdefault(shard, asyncio.Event()).set()
                 backoff_s = RECONNECT_FIRST_S
             except RedisError as exc:
                 if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
@@ -195,6 +200,14 @@ class Worker:
         except (RedisError, OSError):
             pass
 
+    async def _wait_caught_up(self, timeout_s: float) -> None:
+        events = [self.caught_up.setdefault(s, asyncio.Event()) for s in self.readers]
+        waits = [asyncio.create_task(e.wait()) for e in events]
+        if waits:
+            _done, pending = await asyncio.wait(waits, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+
     def _sync_readers(self) -> None:
         """One reader per shard in :attr:`shards`: new shards (another process's N) get
         one, retired ones lose theirs."""
@@ -229,6 +242,11 @@ class Worker:
         """Read until :attr:`stop` is set; returns how many downloads were handed back
         unfinished when the grace period ran out."""
         await self._wait_for_redis()
+        # Readers first, and maintenance once they have handled this consumer's own
+        # pending entries ("0"): a claim moves entries into this consumer's list, and the
+        # first read would otherwise deliver them again beside the claim.
+        self._sync_readers()
+        await self._wait_caught_up(CATCH_UP_WAIT_S)
         loops = [
             asyncio.create_task(
                 maintenance.run_every(
@@ -244,9 +262,10 @@ class Worker:
         log.info(
             "worker %s reading %s", self.ctx.consumer, ", ".join(s.events for s in self.shards)
         )
-        self._sync_readers()
         try:
             await self.stop.wait()
+            # Each reader ends once its current read returns (at most READ_BLOCK_MS).
+            await asyncio.gather(*self.readers.values(), return_exceptions=True)
             log.info("stopped reading; %d downloads running", len(self.downloads))
         finally:
             self.stop.set()

@@ -30,6 +30,19 @@ the slot set inside the script, so the caller cannot name its lease key
 (prefix .. sid) or call hash (prefix .. sid) in advance. Both carry the same hash tag,
 so they live in the same cluster slot. The operation's own SID's keys are in KEYS.
 
+Cluster safety of derived keys: while a business's slot migrates, a key already moved to
+the new node is "not local" here, and the first command that touches it fails the script
+with an error; Redis does not roll back what the script wrote before. So slot_context()
+reads (EXISTS) every derived key the operation may touch before the script's first
+write: the lease and call keys of the slot members (prune may requeue them, and
+announce_positions names them), and of the first PROMOTE_BUDGET + POSITION_BOUND queued
+SIDs (promote takes at most PROMOTE_BUDGET of them, then announce_positions names the
+next POSITION_BOUND). During a migration that check fails before anything is written (a
+key that does not exist locally counts as moved), the caller gets a transient error and
+retries; the script never leaves half its writes behind. promote stops after
+PROMOTE_BUDGET pops (max_slots + PROMOTE_DROP_BUDGET expired ones), so it never reaches
+a SID the check did not cover; the next call or reconcile tick drops the rest.
+
 Status events (KEYS[6], read by /api/events): every state change of a SID is one entry
 (sid, status, position). A queued SID's position changes when the head of the queue
 moves (promotion, a drop, a request put back at the head). Then, before returning, the
@@ -41,6 +54,8 @@ window (or by asking /recording/status): the work per call stays bounded (one LR
 ]]
 
 local POSITION_BOUND = 50
+-- Expired queue entries promote may drop per call, beyond max_slots admissions.
+local PROMOTE_DROP_BUDGET = 10
 
 local clock = nil
 local function now_ms()
@@ -73,16 +88,43 @@ end
 
 -- Binds the common KEYS/ARGV layout above; the table also collects what the operation
 -- did (promoted, dropped, requeued) for the result and the position announcements.
+-- Reads every derived key listed (see "Cluster safety" above); call before any write.
+local function check_local(keys)
+  if #keys > 0 then redis.call('EXISTS', unpack(keys)) end
+end
+
+-- The derived keys any slot operation may touch (see "Cluster safety" above).
+local function check_derived(c)
+  local derived = {}
+  for _, sid in ipairs(redis.call('SMEMBERS', c.slots)) do
+    derived[#derived + 1] = c.lease_prefix .. sid
+    derived[#derived + 1] = c.call_prefix .. sid
+  end
+  local window = redis.call('LRANGE', c.queue, 0, c.promote_budget + POSITION_BOUND - 1)
+  for i, sid in ipairs(window) do
+    derived[#derived + 1] = c.call_prefix .. sid
+    if i <= c.promote_budget then derived[#derived + 1] = c.lease_prefix .. sid end
+  end
+  check_local(derived)
+end
+
+-- Binds the common KEYS/ARGV layout above and checks the derived keys are local (before
+-- the caller's first write); the table also collects what the operation did (promoted,
+-- dropped, requeued) for the result and the position announcements.
 local function slot_context()
-  return {
+  local max_slots = tonumber(ARGV[1])
+  local c = {
     slots = KEYS[1], queue = KEYS[2], queued = KEYS[3], queued_at = KEYS[4],
     fence = KEYS[5],
     st = { status = KEYS[6], pending = KEYS[7], maxlen = ARGV[6] },
-    max_slots = tonumber(ARGV[1]),
+    max_slots = max_slots,
+    promote_budget = max_slots + PROMOTE_DROP_BUDGET,
     lease_prefix = ARGV[2], call_prefix = ARGV[3],
     lease_ms = tonumber(ARGV[4]), queued_ttl_ms = tonumber(ARGV[5]),
     head_moved = false, promoted = {}, dropped = {}, requeued = {},
   }
+  check_derived(c)
+  return c
 end
 
 local function call_key(c, sid)
@@ -113,9 +155,11 @@ local function prune(c)
 end
 
 local function promote(c)
-  while redis.call('SCARD', c.slots) < c.max_slots do
+  local pops = 0
+  while pops < c.promote_budget and redis.call('SCARD', c.slots) < c.max_slots do
     local sid = redis.call('LPOP', c.queue)
     if not sid then break end
+    pops = pops + 1
     c.head_moved = true
     redis.call('SREM', c.queued, sid)
     local since = tonumber(redis.call('HGET', c.queued_at, sid) or now_ms())
