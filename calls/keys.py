@@ -50,6 +50,11 @@ DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 # The SET that indexed every business ever seen, before LIVE_BUSINESSES: adopted, then
 # emptied, by the reconciler after an upgrade.
 LEGACY_BUSINESSES = "rec_businesses"
+# STRING with a TTL: why handling a work-stream entry last failed, for its dead letter.
+# Entry ids repeat across shards: a tagged shard's name is part of the key (and its tag,
+# so the key lives beside the stream).
+ENTRY_ERROR = "rec_entry_error:{entry_id}"
+ENTRY_ERROR_SHARD = "rec_entry_error:{stream}:{entry_id}"
 
 
 def slots(b: str) -> str:
@@ -98,6 +103,12 @@ def status_stream(b: str) -> str:
 
 def pending(b: str) -> str:
     return PENDING.format(b=b)
+
+
+def entry_error(stream: str, entry_id: str) -> str:
+    if stream == EVENTS:
+        return ENTRY_ERROR.format(entry_id=entry_id)
+    return ENTRY_ERROR_SHARD.format(stream=stream, entry_id=entry_id)
 
 
 def delayed_member(b: str, sid: str) -> str:

@@ -53,12 +53,12 @@ PROBE_FIRST_S = 0.1
 PROBE_MAX_S = 5.0
 
 # Errors that mean "not now": the server or the cluster's layout is changing (a
-# failover, a slot migration, a restart). redis-py's TimeoutError is not the builtin.
+# failover, a slot migration, a restart). redis-py wraps socket errors and timeouts in
+# its own (its TimeoutError is not the builtin one), so a bare OSError is never Redis's:
+# a disk error is not an outage.
 TRANSIENT: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
-    TimeoutError,
-    OSError,
     ClusterError,  # the cluster client's retries ran out ("TTL exhausted")
     ClusterDownError,  # CLUSTERDOWN, MASTERDOWN
     TryAgainError,  # TRYAGAIN: a multi-key command during a slot migration

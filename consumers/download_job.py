@@ -8,6 +8,7 @@ lease lapsing (the slot script requeues the call at the head of its business's q
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from dataclasses import dataclass
@@ -74,10 +75,12 @@ async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
         ending = None
     except RedisError:
         raise
-    except StorageUnavailable as exc:
-        # Missing bucket, denied access, S3 down: retried like a Twilio failure, so the
-        # slot is released either way and a lasting problem ends in a dead letter.
-        storage_error = DownloadError(f"storage: {exc.detail}", retryable=True)
+    except (StorageUnavailable, OSError) as exc:
+        # Missing bucket, denied access, S3 down, a full or failing disk (every OSError
+        # here comes from the store: httpx wraps its own): retried like a Twilio failure,
+        # so the slot is released either way and a lasting problem ends in a dead letter.
+        storage_error = DownloadError(f"storage: {_storage_detail(exc)}", retryable=True)
+        log.warning("storage failed business_id=%s sid=%s: %s", b, sid, storage_error.detail)
         ending = await _failure_if_held(ctx, b, sid, token, storage_error)
     except Exception as exc:  # a bug or an unexpected dependency failure: retry it
         log.exception("download crashed business_id=%s sid=%s", b, sid)
@@ -161,6 +164,14 @@ async def _after_failure(
     )
     await dead_letter(ctx.redis, ctx.shards, b, sid, reason=exc.detail, attempts=attempts)
     return Ending("failed", exc.detail)
+
+
+def _storage_detail(exc: StorageUnavailable | OSError) -> str:
+    if isinstance(exc, StorageUnavailable):
+        return exc.detail
+    code = errno.errorcode.get(exc.errno or 0)
+    what = exc.strerror or type(exc).__name__
+    return f"{what} ({code})" if code else what
 
 
 def _words(text: str) -> str:

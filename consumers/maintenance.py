@@ -25,16 +25,17 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from calls import keys, live_businesses
-from calls.events import Event
 from calls.redis_values import texts
 from calls.shards import Shard
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
+from consumers.entries import InvalidEntry, forget_failure, last_failure, parse_entry
 from consumers.handlers import announce
 
 log = logging.getLogger(__name__)
 
-HandleEntry = Callable[[str, Mapping[Any, Any]], Awaitable[None]]
+# Handles one entry; acknowledges it when it is finished with, leaves it pending if not.
+HandleEntry = Callable[[str, Mapping[Any, Any]], Awaitable[object]]
 
 MAX_DELIVERIES = 5
 # Calls checked for being stuck, per business and tick: bounds the Redis work of a tick
@@ -42,7 +43,9 @@ MAX_DELIVERIES = 5
 REPAIR_BATCH = 100
 
 
-async def promote_due_retries(ctx: WorkerContext, shard: Shard) -> int:
+async def promote_due_retries(ctx: WorkerContext, *, shard: Shard | None = None) -> int:
+    """Requeue the retries of ``shard`` (default: the first current one) now due."""
+    shard = shard or ctx.shards.current[0]
     now_s, now_us = await ctx.redis.time()
     now_ms = now_s * 1000 + now_us // 1000
     due = await ctx.redis.zrangebyscore(shard.delayed, "-inf", now_ms, start=0, num=100)
@@ -57,11 +60,15 @@ async def promote_due_retries(ctx: WorkerContext, shard: Shard) -> int:
 
 
 async def reconcile_all(
-    ctx: WorkerContext, shard: Shard, registered: tuple[Shard, ...] | None = None
+    ctx: WorkerContext,
+    *,
+    shard: Shard | None = None,
+    registered: tuple[Shard, ...] | None = None,
 ) -> int:
     """Reconcile every business with live work in ``shard``'s index; returns how many
     were dropped from it for having none left. ``registered``: every shard whose
     delayed set may hold a retry (default: the current ones)."""
+    shard = shard or ctx.shards.current[0]
     if shard == ctx.shards.current[0]:
         await live_businesses.adopt_legacy(ctx.redis, ctx.shards)
     forgotten = 0
@@ -78,7 +85,9 @@ async def reconcile_all(
     return forgotten
 
 
-async def repair_stuck(ctx: WorkerContext, b: str, registered: tuple[Shard, ...]) -> int:
+async def repair_stuck(
+    ctx: WorkerContext, b: str, registered: tuple[Shard, ...] | None = None
+) -> int:
     sids = texts(await ctx.redis.srandmember(keys.pending(b), REPAIR_BATCH) or [])
     if not sids:
         return 0
@@ -86,7 +95,7 @@ async def repair_stuck(ctx: WorkerContext, b: str, registered: tuple[Shard, ...]
     # A call waiting out a retry backoff is not stuck: promote_due_retries moves it on.
     # Its retry is in its shard's delayed set, or (N changed since) an older shard's.
     waiting: set[str] = set()
-    for shard in registered:
+    for shard in registered or ctx.shards.current:
         delays = await ctx.redis.zmscore(shard.delayed, members)
         waiting |= {sid for sid, due in zip(sids, delays, strict=True) if due is not None}
     candidates = [sid for sid in sids if sid not in waiting]
@@ -100,9 +109,11 @@ async def repair_stuck(ctx: WorkerContext, b: str, registered: tuple[Shard, ...]
 
 
 async def claim_stale(
-    ctx: WorkerContext, shard: Shard, handle: HandleEntry, min_idle_ms: int
+    ctx: WorkerContext, handle: HandleEntry, min_idle_ms: int, *, shard: Shard | None = None
 ) -> int:
-    """Take over entries of ``shard`` other consumers read but never acknowledged."""
+    """Take over entries of ``shard`` (default: the first current one) other consumers
+    read but never acknowledged."""
+    shard = shard or ctx.shards.current[0]
     claimed = 0
     cursor = "0-0"
     while True:
@@ -132,24 +143,24 @@ async def _dead_letter_entry(
     ctx: WorkerContext, shard: Shard, entry_id: str, fields: Mapping[Any, Any], deliveries: int
 ) -> None:
     try:
-        event = Event.parse(fields)
+        event = parse_entry(fields)
         b, sid = event.business_id, event.sid
-    except ValueError:
+    except InvalidEntry:
         b, sid = "", ""
-    log.warning("stream entry %s delivered %d times: dead-lettered", entry_id, deliveries)
+    reason = f"delivered {deliveries} times"
+    last_error = await last_failure(ctx.redis, shard.events, entry_id)
+    if last_error:
+        reason += f"; last error: {last_error}"
+    log.warning("stream entry %s dead-lettered: %s", entry_id, reason)
     await dead_letter(
-        ctx.redis,
-        ctx.shards,
-        b,
-        sid,
-        reason=f"delivered {deliveries} times",
-        attempts=deliveries,
-        kind="stream",
+        ctx.redis, ctx.shards, b, sid, reason=reason, attempts=deliveries, kind="stream"
     )
     await ctx.redis.xack(shard.events, keys.EVENTS_GROUP, entry_id)
+    await forget_failure(ctx.redis, shard.events, entry_id)
 
 
-async def trim_events(ctx: WorkerContext, shard: Shard) -> None:
+async def trim_events(ctx: WorkerContext, *, shard: Shard | None = None) -> None:
+    shard = shard or ctx.shards.current[0]
     summary = await ctx.redis.xpending(shard.events, keys.EVENTS_GROUP)
     groups = await ctx.redis.xinfo_groups(shard.events)
     delivered = next(

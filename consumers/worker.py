@@ -25,6 +25,7 @@ from consumers import handlers, maintenance, shard_upkeep
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.download_job import run_download
+from consumers.entries import InvalidEntry, describe, describe_fields, note_failure, parse_entry
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,15 @@ RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
 # How long maintenance waits at start for the readers' first pass (Redis may be away).
 CATCH_UP_WAIT_S = 5.0
+
+
+# The only errors that mean "Redis is unreachable, or the cluster is settling: reconnect
+# and read again" are calls.redis_client's transient ones: redis-py wraps socket errors
+# and timeouts in its own (its TimeoutError is not the builtin one); a replica promoted
+# under us answers READONLY until the client reconnects; a cluster answers CLUSTERDOWN,
+# TRYAGAIN, or refuses a script mid-migration. Any other error (a disk OSError above
+# all) raised while handling an entry is that entry's problem.
+unreachable = is_transient
 
 
 class Worker:
@@ -49,7 +59,7 @@ class Worker:
     ) -> None:
         self.ctx = ctx
         # Blocking reads get a client whose socket timeout outlasts READ_BLOCK_MS
-        # (calls/redis_client.py "reader"); the tests may share one client.
+        # (calls/redis_client.py "reader"); tests may share one client.
         self.reader = reader or ctx.redis
         self.claim_min_idle_ms = claim_min_idle_ms
         self.maintenance_interval_s = maintenance_interval_s
@@ -57,17 +67,16 @@ class Worker:
         self.grace_s = grace_s
         self.stop = asyncio.Event()
         self.downloads: set[asyncio.Task[None]] = set()
+        self.shards: tuple[Shard, ...] = ctx.shards.current
         self.readers: dict[Shard, asyncio.Task[None]] = {}
         # Set once a shard's reader has handled this consumer's own pending entries.
         self.caught_up: dict[Shard, asyncio.Event] = {}
-        self.shards: tuple[Shard, ...] = ctx.shards.current
         self.failure: BaseException | None = None
 
-    async def ensure_group(self, shard: Shard) -> None:
+    async def ensure_group(self, shard: Shard | None = None) -> None:
+        stream = (shard or self.ctx.shards.current[0]).events
         try:
-            await self.ctx.redis.xgroup_create(
-                shard.events, keys.EVENTS_GROUP, id="0", mkstream=True
-            )
+            await self.ctx.redis.xgroup_create(stream, keys.EVENTS_GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -78,27 +87,64 @@ class Worker:
         task.add_done_callback(self.downloads.discard)
 
     async def handle(
-        self, shard: Shard, entry_id: str, fields: Mapping[Any, Any], *, ack: bool = True
-    ) -> None:
-        """Handle one entry of ``shard`` and acknowledge it (unless the caller
-        acknowledges a batch). A Redis error leaves it pending, so it is claimed again
-        later; an entry that is not an event is dead-lettered."""
+        self,
+        entry_id: str,
+        fields: Mapping[Any, Any],
+        *,
+        ack: bool = True,
+        shard: Shard | None = None,
+    ) -> bool:
+        """Handle one entry of ``shard`` (default: the first current one) on its own;
+        True when it is finished with (handled, or dead-lettered because it can never be
+        valid), and then acknowledged unless the caller acknowledges a batch.
+
+        An entry whose handler raised is logged with the error and left pending (False):
+        it is claimed again later, and dead-lettered with that error after the delivery
+        limit. Only an unreachable Redis (or a cluster settling) escapes, for the caller
+        to reconnect."""
+        stream = (shard or self.ctx.shards.current[0]).events
         try:
-            event = Event.parse(fields)
-        except ValueError as exc:
-            log.warning("malformed stream entry %s on %s: %s", entry_id, shard.events, exc)
+            event = parse_entry(fields)
+        except InvalidEntry as exc:
+            log.warning("invalid stream entry %s dead-lettered: %s", entry_id, exc)
             await dead_letter(
-                self.ctx.redis, self.ctx.shards, "", "", reason=str(exc), attempts=1, kind="stream"
+                self.ctx.redis,
+                self.ctx.shards,
+                "",
+                "",
+                reason=f"invalid entry {entry_id}: {exc}; fields {describe_fields(fields)}",
+                attempts=1,
+                kind="stream",
             )
         else:
-            if event.kind == "request":
-                await handlers.on_request(self.ctx, event, self.start_download)
-            elif event.kind == "start":
-                await handlers.on_start(self.ctx, event, self.start_download)
-            else:
-                await handlers.on_done(self.ctx, event, self.start_download)
+            try:
+                await self._dispatch(event)
+            except Exception as exc:
+                if unreachable(exc):
+                    raise
+                reason = describe(exc)
+                log.warning(
+                    "stream entry %s failed, left pending: kind=%s business_id=%s sid=%s: %s",
+                    entry_id,
+                    event.kind,
+                    event.business_id,
+                    event.sid,
+                    reason,
+                    exc_info=not isinstance(exc, (OSError, RedisError)),
+                )
+                await note_failure(self.ctx.redis, stream, entry_id, reason)
+                return False
         if ack:
-            await self.ctx.redis.xack(shard.events, keys.EVENTS_GROUP, entry_id)
+            await self.ctx.redis.xack(stream, keys.EVENTS_GROUP, entry_id)
+        return True
+
+    async def _dispatch(self, event: Event) -> None:
+        if event.kind == "request":
+            await handlers.on_request(self.ctx, event, self.start_download)
+        elif event.kind == "start":
+            await handlers.on_start(self.ctx, event, self.start_download)
+        else:
+            await handlers.on_done(self.ctx, event, self.start_download)
 
     async def _read_loop(self, shard: Shard) -> None:
         try:
@@ -123,24 +169,25 @@ class Worker:
                     self.ctx.consumer,
                     {shard.events: next_id},
                     count=READ_COUNT,
-                    block=None if next_id == "0" else READ_BLOCK_MS,
+                    block=READ_BLOCK_MS if next_id == ">" else None,
                 )
                 batch = stream_entries(reply)
                 await self._handle_batch(shard, batch)
-                if next_id == "0" and not batch:
-                    next_id = ">"
-                    self.caught_up.setdefault(shard, asyncio.Event()).set()
+                if next_id != ">":
+                    # Step through the history: an entry that failed again stays pending
+                    # and must not be read back forever instead of the new ones.
+                    next_id = batch[-1][0] if batch else ">"
+                    if next_id == ">":
+                        self.caught_up.setdefault(shard, asyncio.Event()).set()
                 backoff_s = RECONNECT_FIRST_S
-            except RedisError as exc:
+            except Exception as exc:
                 if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
                     await self._recreate_group_if_lost(shard)
                     continue
-                if not is_transient(exc):
+                if not unreachable(exc):
                     raise
-                # Unreachable, or the cluster is failing over / migrating a slot: the
-                # entries stay pending and are read again from "0" once it settles.
                 log.warning(
-                    "redis unavailable on %s (%s); retrying in %.1fs",
+                    "redis unreachable on %s (%s); reconnecting in %.1fs",
                     shard.events,
                     exc,
                     backoff_s,
@@ -149,22 +196,17 @@ class Worker:
                 backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
                 await self._recreate_group_if_lost(shard)
                 next_id = "0"
-            except OSError as exc:
-                log.warning("redis unreachable on %s (%s)", shard.events, exc)
-                await self._sleep_unless_stopped(backoff_s)
-                backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
-                next_id = "0"
 
     async def _handle_batch(
         self, shard: Shard, entries: Iterable[tuple[str, Mapping[Any, Any]]]
     ) -> None:
-        # One XACK for everything handled, even when a later entry fails: what was done is
-        # acknowledged, the rest stays pending and is claimed again.
+        # One XACK for everything finished with, even when Redis goes away mid-batch: what
+        # was done is acknowledged, the rest stays pending and is read or claimed again.
         handled: list[str] = []
         try:
             for entry_id, fields in entries:
-                await self.handle(shard, entry_id, fields, ack=False)
-                handled.append(entry_id)
+                if await self.handle(entry_id, fields, ack=False, shard=shard):
+                    handled.append(entry_id)
         finally:
             if handled:
                 await self.ctx.redis.xack(shard.events, keys.EVENTS_GROUP, *handled)
@@ -187,8 +229,8 @@ class Worker:
                 for shard in self.shards:
                     await self.ensure_group(shard)
                 return
-            except (RedisError, OSError) as exc:
-                if not is_transient(exc):
+            except Exception as exc:
+                if not unreachable(exc):
                     raise
                 log.warning("redis unreachable (%s); retrying in %.1fs", exc, backoff_s)
                 await self._sleep_unless_stopped(backoff_s)
@@ -197,8 +239,9 @@ class Worker:
     async def _recreate_group_if_lost(self, shard: Shard) -> None:
         try:
             await self.ensure_group(shard)
-        except (RedisError, OSError):
-            pass
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
 
     async def _wait_caught_up(self, timeout_s: float) -> None:
         events = [self.caught_up.setdefault(s, asyncio.Event()) for s in self.readers]
@@ -225,18 +268,17 @@ class Worker:
             await self.ensure_group(shard)
         self._sync_readers()
         for shard in self.shards:
-            await maintenance.claim_stale(
-                self.ctx,
-                shard,
-                lambda eid, fields, shard=shard: self.handle(shard, eid, fields),  # type: ignore[misc]
-                self.claim_min_idle_ms,
-            )
-            await maintenance.reconcile_all(self.ctx, shard, self.shards)
-            await maintenance.trim_events(self.ctx, shard)
+
+            async def handle(eid: str, fields: Mapping[Any, Any], shard: Shard = shard) -> bool:
+                return await self.handle(eid, fields, shard=shard)
+
+            await maintenance.claim_stale(self.ctx, handle, self.claim_min_idle_ms, shard=shard)
+            await maintenance.reconcile_all(self.ctx, shard=shard, registered=self.shards)
+            await maintenance.trim_events(self.ctx, shard=shard)
 
     async def _promote_retries(self) -> None:
         for shard in self.shards:
-            await maintenance.promote_due_retries(self.ctx, shard)
+            await maintenance.promote_due_retries(self.ctx, shard=shard)
 
     async def run(self) -> int:
         """Read until :attr:`stop` is set; returns how many downloads were handed back

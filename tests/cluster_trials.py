@@ -29,6 +29,7 @@ from redis.cluster import RedisCluster
 
 from callrec.embedded_cluster import EmbeddedCluster
 from calls import keys
+from calls.redis_values import texts
 from tests.helpers import play, register
 from tests.stack import Stack, wait_for
 from twilio_sim import SimRecording, Simulator, media_bytes
@@ -93,12 +94,12 @@ class Sampler(threading.Thread):
                 if not self.window.is_set():
                     self.max_outside = max(self.max_outside, concurrent)
                 try:
-                    members = self.client.smembers(keys.slots(b))
-                    ttls = [self.client.pttl(keys.inflight(b, m.decode())) for m in members]
+                    members = texts(self.client.smembers(keys.slots(b)))
+                    ttls = [self.client.pttl(keys.inflight(b, m)) for m in members]
                 except (redis.RedisError, OSError):
                     continue  # the cluster is failing over: look again
                 for m, ttl in zip(members, ttls, strict=True):
-                    key = (b, m.decode())
+                    key = (b, m)
                     self.max_lease_ms = max(self.max_lease_ms, ttl)
                     if ttl < 0:
                         self.dead_since.setdefault(key, now)
@@ -106,7 +107,7 @@ class Sampler(threading.Thread):
                     else:
                         self.dead_since.pop(key, None)
                 for key in [k for k in self.dead_since if k[0] == b]:
-                    if key[1].encode() not in members:
+                    if key[1] not in members:
                         self.dead_since.pop(key)
             time.sleep(0.02)
         self.client.close()

@@ -71,10 +71,10 @@ async def test_reconciler_and_metrics_cost_follows_businesses_with_work(
     for i in range(50):
         await request_and_finish(ctx, f"done{i}", i)
     await on_request(ctx, Event("request", "busy", sid(1)))
-    await reconcile_all(ctx, SHARDS.current[0])  # finds the 50 idle and drops them
+    await reconcile_all(ctx)  # finds the 50 idle and drops them
 
     scripts = await calls_of(redis, "evalsha")
-    await reconcile_all(ctx, SHARDS.current[0])
+    await reconcile_all(ctx)
     # "busy" alone: its reconcile, and a repair look at its processing call.
     assert await calls_of(redis, "evalsha") - scripts == 2
 
@@ -100,7 +100,7 @@ async def test_reconciler_keeps_businesses_with_any_live_work(ctx: WorkerContext
         "stuck",
     }
 
-    assert await reconcile_all(ctx, SHARDS.current[0]) == 1
+    assert await reconcile_all(ctx) == 1
     assert set(await live_businesses.generations(redis, keys.LIVE_BUSINESSES)) == {"busy", "stuck"}
     # The stuck call was repaired, so its business still has work (a slot now).
     assert await redis.sismember(keys.slots("stuck"), sid(20))
@@ -131,6 +131,6 @@ async def test_the_legacy_index_is_adopted_then_emptied(ctx: WorkerContext) -> N
     redis = ctx.redis
     await redis.sadd(keys.LEGACY_BUSINESSES, "old-idle", "old-busy")
     await ctx.slots.request("old-busy", sid(1))
-    await reconcile_all(ctx, SHARDS.current[0])
+    await reconcile_all(ctx)
     assert not await redis.exists(keys.LEGACY_BUSINESSES)
     assert set(await live_businesses.generations(redis, keys.LIVE_BUSINESSES)) == {"old-busy"}
