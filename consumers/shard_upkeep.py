@@ -20,8 +20,8 @@ import logging
 from redis.exceptions import ResponseError
 
 from calls import keys, shards
-from calls.shards import Shard
-from consumers.context import WorkerContext
+from calls.redis_client import RedisClient
+from calls.shards import Shard, ShardMap
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +29,23 @@ RETIRE_IDLE_MS = 10 * 60 * 1000
 
 
 async def refresh(
-    ctx: WorkerContext, reading: tuple[Shard, ...], *, retire_idle_ms: int = RETIRE_IDLE_MS
+    redis: RedisClient, shard_map: ShardMap, *, retire_idle_ms: int = RETIRE_IDLE_MS
 ) -> tuple[Shard, ...]:
     """The shards to read from now on; retires drained old ones from the registry."""
-    registered = await shards.registered(ctx.redis, ctx.shards)
-    current = ctx.shards.current
+    registered = await shards.registered(redis, shard_map)
+    current = shard_map.current
     keep = []
     for shard in registered:
-        if shard in current or not await drained(ctx, shard, retire_idle_ms):
+        if shard in current or not await drained(redis, shard, retire_idle_ms):
             keep.append(shard)
             continue
-        await ctx.redis.srem(keys.EVENT_STREAMS, shard.events)
+        await redis.srem(keys.EVENT_STREAMS, shard.events)
         log.info("event stream %s drained: no longer read", shard.events)
     return tuple(keep)
 
 
-async def drained(ctx: WorkerContext, shard: Shard, idle_ms: int) -> bool:
+async def drained(redis: RedisClient, shard: Shard, idle_ms: int) -> bool:
     """Nothing left in ``shard`` for anyone, and nothing written to it for ``idle_ms``."""
-    redis = ctx.redis
     if await redis.zcard(shard.delayed) or await redis.hlen(shard.live):
         return False
     if not await redis.exists(shard.events):

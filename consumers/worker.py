@@ -263,7 +263,7 @@ class Worker:
             self.readers.pop(shard).cancel()
 
     async def _maintain(self) -> None:
-        self.shards = await shard_upkeep.refresh(self.ctx, self.shards)
+        self.shards = await shard_upkeep.refresh(self.ctx.redis, self.ctx.shards)
         for shard in self.shards:
             await self.ensure_group(shard)
         self._sync_readers()

@@ -4,17 +4,25 @@ changing the number of shards on a running deployment."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from callrec.embedded_cluster import EmbeddedCluster
-from calls import keys
-from calls.redis_client import client_for, is_transient
-from calls.shards import ShardMap, shard_tags
+from calls import keys, shards
+from calls.events import Event
+from calls.redis_client import RedisClient, client_for, is_transient
+from calls.redis_values import stream_entries
+from calls.shards import Shard, ShardMap, shard_tags
+from consumers import shard_upkeep
 from semaphore import Slots
+from tests.clients import sync_redis
+from tests.helpers import play, play_until_stored, register
+from tests.stack import Stack
+from twilio_sim import Simulator, media_bytes
 
 
 def sid(n: int) -> str:
@@ -110,4 +118,60 @@ def test_one_shard_is_the_original_layout() -> None:
     )
 
 
-__all__ = ["asyncio"]
+@pytest.fixture
+def cluster_stack(tmp_path: Path, cluster_url: str, sim: Simulator) -> Iterator[Stack]:
+    s = Stack.around(sim, tmp=tmp_path, redis_url=cluster_url, PREFETCH_ON_WEBHOOK="false")
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def test_changing_the_number_of_shards_mid_run_loses_nothing(
+    cluster_stack: Stack, sim: Simulator
+) -> None:
+    """Requests accepted by a web with one stream, then a web and a worker with three:
+    the worker reads the old stream beside its own shards, and every request is served."""
+    old_web = cluster_stack.start_web(EVENT_STREAM_SHARDS="1")
+    old = [register(sim, old_web, f"rs{i % 3}", 300 + i) for i in range(6)]
+    for rec in old:
+        assert play(old_web, rec.business_id, rec.call_sid).status_code == 202
+    new_web = cluster_stack.start_web(EVENT_STREAM_SHARDS="3")
+    worker = cluster_stack.start_worker(EVENT_STREAM_SHARDS="3")
+    assert keys.EVENTS in worker.log()  # the old stream is read too
+    new = [register(sim, new_web, f"rs{i % 3}", 400 + i) for i in range(6)]
+    for rec in new:
+        assert play(new_web, rec.business_id, rec.call_sid).status_code in (200, 202)
+    for rec in old + new:
+        body = play_until_stored(new_web, rec.business_id, rec.call_sid).content
+        assert body == media_bytes(rec)
+        assert sim.completed_downloads(rec.recording_sid) == 1
+    client = sync_redis(cluster_stack.redis_url)
+    # Both layouts were used, and nothing is left pending on either.
+    for shard in (*ShardMap(1).current, *ShardMap(3).current):
+        assert client.xpending(shard.events, keys.EVENTS_GROUP)["pending"] == 0
+    assert client.xlen(keys.EVENTS) >= 6
+    assert sum(client.xlen(s.events) for s in ShardMap(3).current) >= 6
+    client.close()
+
+
+async def test_a_drained_old_shard_leaves_the_registry(redis: RedisClient) -> None:
+    """Not before its entries are acknowledged and its retries and index are empty."""
+    old, new = ShardMap(1), ShardMap(3)
+    await shards.register(redis, old)
+    await shards.register(redis, new)
+    await redis.xgroup_create(keys.EVENTS, keys.EVENTS_GROUP, id="0", mkstream=True)
+    await redis.xadd(keys.EVENTS, Event("request", "b", sid(1)).fields())  # type: ignore[arg-type]
+    await redis.zadd(keys.DELAYED, {keys.delayed_member("b", sid(2)): 1})
+    reading = await shard_upkeep.refresh(redis, new, retire_idle_ms=0)
+    assert reading == (*new.current, Shard(None))  # unread entry, retry waiting: kept
+    reply = await redis.xreadgroup(keys.EVENTS_GROUP, "w", {keys.EVENTS: ">"})
+    assert await shard_upkeep.refresh(redis, new, retire_idle_ms=0) == reading  # pending
+    ((entry_id, _fields),) = stream_entries(reply)
+    await redis.xack(keys.EVENTS, keys.EVENTS_GROUP, entry_id)
+    assert await shard_upkeep.refresh(redis, new, retire_idle_ms=0) == reading  # retry
+    await redis.zrem(keys.DELAYED, keys.delayed_member("b", sid(2)))
+    # Drained, but written to recently: a web with the old setting may still be running.
+    assert await shard_upkeep.refresh(redis, new, retire_idle_ms=60_000) == reading
+    assert await shard_upkeep.refresh(redis, new, retire_idle_ms=0) == new.current
+    assert await shards.registered(redis, new) == new.current
