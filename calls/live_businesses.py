@@ -24,7 +24,7 @@ from calls.keys import LEGACY_BUSINESSES
 from calls.redis_client import RedisClient
 from calls.redis_values import text_map, texts
 from calls.shards import ShardMap
-from semaphore.scripts import lua_text
+from semaphore.scripts import plain
 
 # Businesses taken over from the legacy index per call (it is emptied as it goes).
 ADOPT_BATCH = 1000
@@ -44,7 +44,7 @@ async def generations(redis: RedisClient, live_key: str) -> dict[str, str]:
 async def forget_if_unchanged(redis: RedisClient, live_key: str, b: str, generation: str) -> bool:
     """Drop ``b`` (found idle) from ``live_key`` unless work was noted for it since
     ``generation``."""
-    script = redis.register_script(lua_text("calls", "forget_business.lua"))
+    script = plain(redis, "calls", "forget_business.lua")
     dropped = await script(keys=[live_key], args=[b, generation])
     return int(dropped) == 1
 

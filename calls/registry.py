@@ -18,7 +18,7 @@ from calls import keys, sids
 from calls.errors import BadRequest
 from calls.redis_client import RedisClient
 from calls.redis_values import text, text_map
-from semaphore.scripts import lua_text, register
+from semaphore.scripts import plain, register
 
 PENDING_STATES = ("queued", "processing")
 # Twilio's RecordingStatus words that mean there is no recording to fetch.
@@ -116,10 +116,10 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 class CallRegistry:
     def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
-        self._call_status = redis.register_script(lua_text("calls", "call_status.lua"))
+        self._call_status = plain(redis, "calls", "call_status.lua")
         self._recording_status = register(redis, "calls", "recording_status.lua")
         self._mark_ready = register(redis, "calls", "mark_ready.lua")
-        self._page = redis.register_script(lua_text("calls", "page.lua"))
+        self._page = plain(redis, "calls", "page.lua")
 
     async def apply_call_status(
         self, b: str, sid: str, *, sequence: int, started_at_ms: int, fields: Mapping[str, str]

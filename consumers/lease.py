@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from semaphore import Slots
 
@@ -26,7 +26,8 @@ class LeaseKeeper:
             await asyncio.sleep(interval_s)
             try:
                 renewed = await self._slots.renew(self._b, self._sid, self._token)
-            except RedisError as exc:
+            except (RedisError, RedisClusterException) as exc:
+                # Unreachable, or the cluster failing over or moving the slot: try again.
                 log.warning("lease renewal failed sid=%s error=%s", self._sid, exc)
                 continue
             if not renewed:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from calls import keys
 from calls.redis_client import RedisClient
 from calls.redis_values import text
-from semaphore.scripts import lua_text, register
+from semaphore.scripts import plain, register
 
 Outcome = Literal["ready", "failed", "retry", "none"]
 
@@ -76,7 +76,7 @@ class Slots:
         self._requeue = register(redis, "semaphore", "requeue.lua")
         self._reconcile = register(redis, "semaphore", "reconcile.lua")
         self._repair = register(redis, "semaphore", "repair.lua")
-        self._renew = redis.register_script(lua_text("semaphore", "renew.lua"))
+        self._renew = plain(redis, "semaphore", "renew.lua")
 
     def _common_args(self, b: str) -> list[str]:
         """ARGV[1..6] of every slot script (prelude.lua's layout)."""
