@@ -85,6 +85,35 @@ async def test_scripts_abort_before_writing_when_their_slot_migrates(
     await client.aclose()
 
 
+async def test_connect_detects_a_cluster_or_a_server(cluster_url: str, server_url: str) -> None:
+    from redis.asyncio import Redis
+
+    from calls.redis_client import connect
+    from config.settings import load_settings
+
+    for url, kind in ((cluster_url, RedisCluster), (server_url, Redis)):
+        client = await connect(load_settings({"REDIS_URL": url}), purpose="worker")
+        assert isinstance(client, kind)
+        await client.set("probe", "1")
+        assert await client.get("probe") == b"1"
+        await client.aclose()
+
+
+def test_cluster_errors_are_transient_and_disk_errors_are_not() -> None:
+    from redis.exceptions import ClusterDownError, ResponseError, TryAgainError
+
+    assert is_transient(ClusterDownError("CLUSTERDOWN The cluster is down"))
+    assert is_transient(TryAgainError("Multiple keys request during rehashing of slot"))
+    assert is_transient(
+        ResponseError(
+            "Unable to execute command 'exists' in script because undeclared keys were "
+            "accessed during rehashing of the slot script: b86..., on @user_script:93."
+        )
+    )
+    assert not is_transient(ResponseError("ERR Error running script: attempt to index nil"))
+    assert not is_transient(OSError(28, "No space left on device"))
+
+
 def test_shard_tags_spread_over_the_primaries_slot_ranges() -> None:
     for count in (3, 6, 9):
         per_third = [0, 0, 0]
