@@ -67,8 +67,20 @@ async def _register(url: str, recs: list[SimRecording]) -> None:
             now_ms=1_700_000_000_000,
         )
 
-    for i in range(0, len(recs), 50):
-        await asyncio.gather(*(one(r) for r in recs[i : i + 50]))
+    async def retried(rec: SimRecording) -> None:
+        # Setting the registry up is not what is measured: on a loaded machine redis-py's
+        # cluster client can fail a burst of fresh connections; try again.
+        for attempt in range(5):
+            try:
+                await one(rec)
+                return
+            except Exception:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2)
+
+    for i in range(0, len(recs), 20):
+        await asyncio.gather(*(retried(r) for r in recs[i : i + 20]))
     await client.aclose()
 
 

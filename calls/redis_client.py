@@ -39,7 +39,8 @@ RedisClient: TypeAlias = Redis | RedisCluster
 RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
 
 # Who the client is for; each gets the pool and timeouts its use needs.
-#   web      the web process: many concurrent requests, fail fast on connect
+#   web      the web process: many concurrent requests, fail fast on connect (its
+#            request client and its blocking SSE client differ by socket timeout)
 #   worker   a worker's commands (scripts, acks, maintenance)
 #   reader   blocking stream reads (XREADGROUP BLOCK): a socket timeout longer than any
 #            block callrec asks for, so a quiet stream is not mistaken for a dead server
@@ -120,16 +121,26 @@ async def detect_cluster(url: str) -> bool:
             delay_s = min(delay_s * 2, PROBE_MAX_S)
 
 
-def client_for(url: str, *, cluster: bool, purpose: Purpose) -> RedisClient:
+def client_for(
+    url: str, *, cluster: bool, purpose: Purpose, socket_timeout_s: float | None = None
+) -> RedisClient:
     """A client for ``url``, once it is known whether it names a cluster."""
     options = _options(purpose)
+    if socket_timeout_s is not None:
+        options["socket_timeout"] = socket_timeout_s
     if cluster:
         return RedisCluster.from_url(url, **options)
     return Redis.from_url(url, **options)
 
 
-async def connect(settings: Settings, *, purpose: Purpose) -> RedisClient:
-    """The client a ``purpose`` uses for ``settings.redis_url``, cluster or not."""
+async def connect(
+    settings: Settings, *, purpose: Purpose, socket_timeout_s: float | None = None
+) -> RedisClient:
+    """The client a ``purpose`` uses for ``settings.redis_url``, cluster or not;
+    ``socket_timeout_s`` overrides the purpose's socket timeout (a blocking reader's must
+    outlast its block)."""
     assert settings.redis_url
     cluster = await detect_cluster(settings.redis_url)
-    return client_for(settings.redis_url, cluster=cluster, purpose=purpose)
+    return client_for(
+        settings.redis_url, cluster=cluster, purpose=purpose, socket_timeout_s=socket_timeout_s
+    )

@@ -19,6 +19,10 @@ from ingest.shutdown import Stopping
 from ingest.state import AppState
 from storage.factory import open_store
 
+# A request's commands answer at once: a Redis that stops answering fails the request
+# fast (503) instead of holding it. (redis-py 8's default too; said here, not assumed.)
+REQUEST_SOCKET_TIMEOUT_S = 5
+
 ROUTES = [
     Route("/", page.index, methods=["GET"]),
     Route("/healthz", health.healthz, methods=["GET"]),
@@ -41,7 +45,13 @@ ROUTES = [
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = await connect(settings, purpose="web")
+        redis = await connect(settings, purpose="web", socket_timeout_s=REQUEST_SOCKET_TIMEOUT_S)
+        # A blocking read outlasts REQUEST_SOCKET_TIMEOUT_S: a client of its own.
+        blocking_redis = await connect(
+            settings,
+            purpose="web",
+            socket_timeout_s=status_events.read_socket_timeout_s(settings.sse_keepalive_s),
+        )
         shard_map = shards.ShardMap(settings.event_stream_shards)
         # Workers configured with another N read this process's shards too.
         await shards.register(redis, shard_map)
@@ -52,6 +62,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.callrec = AppState(
             settings=settings,
             redis=redis,
+            blocking_redis=blocking_redis,
             registry=CallRegistry(redis),
             shards=shard_map,
             store=store,
@@ -62,6 +73,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await store.close()
+            await blocking_redis.aclose()
             await redis.aclose()
 
     return Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)

@@ -19,6 +19,8 @@ from storage import RecordingStore
 class AppState:
     settings: Settings
     redis: RedisClient
+    # Blocking reads (``XREAD BLOCK``) only: a socket timeout longer than the block.
+    blocking_redis: RedisClient
     registry: CallRegistry
     shards: ShardMap  # where each business's events and counters go
     store: RecordingStore
