@@ -77,7 +77,10 @@ async def _play(request: Request, *, attachment: bool) -> Response:
         b, call = await _call(request, state)
         target = await playable(state, b, call)
     except NotFound:
-        await stats.count(state.redis, state.shards.of(b).stats, stats.play_field("not_found"))
+        # The business may be unknown here; any shard's counters do (the exporter sums
+        # them), and a not-found play is rare enough not to make that hash hot.
+        not_found = stats.play_field("not_found")
+        await stats.count(state.redis, state.shards.current[0].stats, not_found)
         raise
     stored = await state.store.stat(target.sid)
     if stored is None:
