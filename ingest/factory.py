@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from calls import shards
-from calls.redis_client import connect
+from calls.redis_client import TRANSIENT, RedisClient, client_for, detect_cluster, is_cluster
 from calls.registry import CallRegistry
 from config.settings import Settings
 from ingest import calls_api, health, metrics, page, playback, status_events, webhooks
@@ -22,6 +25,8 @@ from storage.factory import open_store
 # A request's commands answer at once: a Redis that stops answering fails the request
 # fast (503) instead of holding it. (redis-py 8's default too; said here, not assumed.)
 REQUEST_SOCKET_TIMEOUT_S = 5
+
+log = logging.getLogger(__name__)
 
 ROUTES = [
     Route("/", page.index, methods=["GET"]),
@@ -42,19 +47,68 @@ ROUTES = [
 ]
 
 
+def _clients(settings: Settings, *, cluster: bool) -> tuple[RedisClient, RedisClient]:
+    """The request client and the blocking-read client (its socket timeout outlasts
+    REQUEST_SOCKET_TIMEOUT_S and every SSE block)."""
+    assert settings.redis_url
+    redis = client_for(
+        settings.redis_url,
+        cluster=cluster,
+        purpose="web",
+        socket_timeout_s=REQUEST_SOCKET_TIMEOUT_S,
+    )
+    blocking_redis = client_for(
+        settings.redis_url,
+        cluster=cluster,
+        purpose="web",
+        socket_timeout_s=status_events.read_socket_timeout_s(settings.sse_keepalive_s),
+    )
+    return redis, blocking_redis
+
+
+async def _settle(app: Starlette, settings: Settings) -> None:
+    """Redis was unreachable at start: the web serves meanwhile (503s, /readyz not ready)
+    on single-server clients. Once Redis answers, register this process's shards and,
+    if the URL names a cluster node, switch to cluster clients."""
+    assert settings.redis_url
+    cluster = await detect_cluster(settings.redis_url)
+    state: AppState = app.state.callrec
+    if cluster:
+        redis, blocking_redis = _clients(settings, cluster=True)
+        app.state.callrec = replace(
+            state, redis=redis, blocking_redis=blocking_redis, registry=CallRegistry(redis)
+        )
+        log.info("redis: a cluster; cluster clients from now on")
+    await register_until_done(app.state.callrec)
+    if cluster:
+        # Requests still running on the old clients fail over to 503 like an outage.
+        await state.blocking_redis.aclose()
+        await state.redis.aclose()
+
+
+async def register_until_done(state: AppState) -> None:
+    """Workers configured with another N read this process's shards too."""
+    delay_s = 0.1
+    while True:
+        try:
+            await shards.register(state.redis, state.shards)
+            return
+        except TRANSIENT as exc:
+            log.warning("redis unavailable (%s); shards not registered yet", exc)
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = await connect(settings, purpose="web", socket_timeout_s=REQUEST_SOCKET_TIMEOUT_S)
-        # A blocking read outlasts REQUEST_SOCKET_TIMEOUT_S: a client of its own.
-        blocking_redis = await connect(
-            settings,
-            purpose="web",
-            socket_timeout_s=status_events.read_socket_timeout_s(settings.sse_keepalive_s),
-        )
-        shard_map = shards.ShardMap(settings.event_stream_shards)
-        # Workers configured with another N read this process's shards too.
-        await shards.register(redis, shard_map)
+        assert settings.redis_url
+        try:
+            cluster: bool | None = await is_cluster(settings.redis_url)
+        except TRANSIENT as exc:
+            log.warning("redis unreachable at start (%s): serving 503s until it answers", exc)
+            cluster = None
+        redis, blocking_redis = _clients(settings, cluster=bool(cluster))
         store = open_store(settings)
         token = settings.twilio.auth_token
         stopping = Stopping()
@@ -64,16 +118,23 @@ def create_app(settings: Settings) -> Starlette:
             redis=redis,
             blocking_redis=blocking_redis,
             registry=CallRegistry(redis),
-            shards=shard_map,
+            shards=shards.ShardMap(settings.event_stream_shards),
             store=store,
             validator=RequestValidator(token) if token else None,
             stopping=stopping,
         )
+        settling = asyncio.create_task(
+            _settle(app, settings) if cluster is None else register_until_done(app.state.callrec)
+        )
         try:
             yield
         finally:
+            settling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await settling
+            state: AppState = app.state.callrec
             await store.close()
-            await blocking_redis.aclose()
-            await redis.aclose()
+            await state.blocking_redis.aclose()
+            await state.redis.aclose()
 
     return Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)

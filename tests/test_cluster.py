@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
@@ -15,7 +16,7 @@ from callrec.embedded_cluster import EmbeddedCluster
 from calls import keys, shards
 from calls.events import Event
 from calls.redis_client import RedisClient, client_for, is_transient
-from calls.redis_values import stream_entries
+from calls.redis_values import stream_entries, texts
 from calls.shards import Shard, ShardMap, shard_tags
 from consumers import shard_upkeep
 from semaphore import Slots
@@ -204,3 +205,34 @@ async def test_a_drained_old_shard_leaves_the_registry(redis: RedisClient) -> No
     assert await shard_upkeep.refresh(redis, new, retire_idle_ms=60_000) == reading
     assert await shard_upkeep.refresh(redis, new, retire_idle_ms=0) == new.current
     assert await shards.registered(redis, new) == new.current
+
+
+def test_a_web_started_before_its_redis_serves_once_it_answers(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """Unreachable at start: /healthz answers, /readyz says not ready; once Redis answers
+    the web registers its shards and serves (the mode found then, not assumed)."""
+    from callrec.embedded_redis import EmbeddedRedis, free_port
+    from tests.stack import wait_for
+
+    port = free_port()
+    stack = Stack.around(sim, tmp=tmp_path, redis_url=f"redis://127.0.0.1:{port}/0")
+    try:
+        web = stack.start_web(EVENT_STREAM_SHARDS="2")
+        assert httpx.get(f"{web}/readyz", timeout=10).status_code == 503
+        with EmbeddedRedis(port=port) as server:
+
+            def ready() -> bool:
+                return httpx.get(f"{web}/readyz", timeout=10).status_code == 200
+
+            wait_for(ready, "the web to find its redis")
+            client = sync_redis(server.url)
+
+            def registered() -> bool:
+                streams = set(texts(client.smembers(keys.EVENT_STREAMS)))
+                return streams == {s.events for s in ShardMap(2).current}
+
+            wait_for(registered, "the web's shards registered")
+            client.close()
+    finally:
+        stack.stop()
