@@ -12,7 +12,7 @@ from consumers.dead_letters import list_dead_letters, requeue_dead_letter
 
 
 async def _connect(settings: Settings) -> RedisClient:
-    return await connect(settings, purpose="operator")
+    return await connect(settings, purpose="operator", wait=False)
 
 
 async def print_status(settings: Settings, business: str | None) -> int:

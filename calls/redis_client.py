@@ -134,13 +134,17 @@ def client_for(
 
 
 async def connect(
-    settings: Settings, *, purpose: Purpose, socket_timeout_s: float | None = None
+    settings: Settings,
+    *,
+    purpose: Purpose,
+    socket_timeout_s: float | None = None,
+    wait: bool = True,
 ) -> RedisClient:
     """The client a ``purpose`` uses for ``settings.redis_url``, cluster or not;
     ``socket_timeout_s`` overrides the purpose's socket timeout (a blocking reader's must
-    outlast its block)."""
+    outlast its block). ``wait``: while Redis is unreachable, wait (a worker) rather than
+    raise (a one-shot command)."""
     assert settings.redis_url
-    cluster = await detect_cluster(settings.redis_url)
-    return client_for(
-        settings.redis_url, cluster=cluster, purpose=purpose, socket_timeout_s=socket_timeout_s
-    )
+    url = settings.redis_url
+    cluster = await detect_cluster(url) if wait else await is_cluster(url)
+    return client_for(url, cluster=cluster, purpose=purpose, socket_timeout_s=socket_timeout_s)
