@@ -1,11 +1,13 @@
 """``callrec``: ``dev`` runs the stack locally; ``token`` prints an API token;
-``status`` and ``dead-letters`` are the operator's views; ``check`` is the preflight."""
+``status`` and ``dead-letters`` are the operator's views; ``check`` is the preflight;
+``backfill`` imports the past; ``erase`` forgets recordings for good."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from datetime import date
 
 from config.settings import SettingsError, load_settings
 
@@ -46,6 +48,49 @@ def _dead_letters(args: argparse.Namespace) -> int:
     return asyncio.run(dead_letters(settings, requeue=args.requeue, entry_id=args.id))
 
 
+def _date(raw: str) -> date:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from callrec.lifecycle_cmds import run_backfill
+    from calls.errors import BadRequest
+    from lifecycle.backfill import BackfillRequest
+
+    try:
+        request = BackfillRequest(
+            business_id=args.business,
+            since=args.since,
+            until=args.until,
+            numbers=tuple(args.number or ()),
+            download=args.download,
+            page_size=args.page_size,
+        )
+    except BadRequest as exc:
+        print(f"callrec backfill: {exc.detail}", file=sys.stderr)
+        return 2
+    settings = load_settings(require=("REDIS_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"))
+    return run_backfill(settings, request)
+
+
+def _erase(args: argparse.Namespace) -> int:
+    from callrec.lifecycle_cmds import erase
+    from calls import sids
+    from calls.errors import BadRequest
+
+    try:
+        sids.business_id(args.business)
+        call = sids.call_sid(args.call, what="--call") if args.call else None
+    except BadRequest as exc:
+        print(f"callrec erase: {exc.detail}", file=sys.stderr)
+        return 2
+    settings = load_settings(require=("REDIS_URL",))
+    return asyncio.run(erase(settings, args.business, call))
+
+
 def _check(args: argparse.Namespace) -> int:
     from callrec.preflight import print_checks
 
@@ -80,6 +125,35 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--requeue", action="store_true", help="requeue them (all, or --id)")
     dead.add_argument("--id", help="only this dead-letter entry")
     dead.set_defaults(func=_dead_letters)
+
+    fill = sub.add_parser(
+        "backfill", help="import calls and recordings made before callrec (resumable)"
+    )
+    fill.add_argument("--business", required=True)
+    fill.add_argument("--since", type=_date, help="first day (YYYY-MM-DD), inclusive")
+    fill.add_argument("--until", type=_date, help="last day (YYYY-MM-DD), inclusive")
+    fill.add_argument(
+        "--number",
+        action="append",
+        metavar="+1555...",
+        help="only calls to or from this number (repeatable); for a shared Twilio account",
+    )
+    fill.add_argument(
+        "--download",
+        action="store_true",
+        help="also download them, through the slots, never ahead of users' plays",
+    )
+    fill.add_argument("--page-size", type=int, default=1000, help=argparse.SUPPRESS)
+    fill.set_defaults(func=_backfill)
+
+    erase = sub.add_parser(
+        "erase", help="erase a call's recordings (or a whole business's), for good"
+    )
+    erase.add_argument("--business", required=True)
+    which = erase.add_mutually_exclusive_group(required=True)
+    which.add_argument("--call", metavar="CA...", help="this call")
+    which.add_argument("--all", action="store_true", help="every call of the business")
+    erase.set_defaults(func=_erase)
 
     check = sub.add_parser(
         "check", help="preflight: Redis, storage, public URL, Twilio credentials (exit 1 on FAIL)"

@@ -67,3 +67,12 @@ class DownloadError(CallrecError):
 
 class LeaseLost(CallrecError):
     """This worker no longer holds the slot it was downloading under (fencing)."""
+
+
+class TwilioApiError(CallrecError):
+    """A REST request to Twilio (listing, DELETE) failed; ``retryable`` as for downloads."""
+
+    def __init__(self, detail: str, *, retryable: bool, retry_after_s: float | None = None) -> None:
+        super().__init__(detail)
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s

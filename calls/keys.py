@@ -22,10 +22,22 @@ FENCE = "rec_fence:{{{b}}}"  # INCR counter: each admission's fencing token
 CALL = "rec_call:{{{b}}}:{sid}"  # HASH: one call and its recording's state
 CALL_PREFIX = "rec_call:{{{b}}}:"
 CALLS_BY_TIME = "rec_calls:{{{b}}}"  # ZSET sid -> started_at (ms), for listing
+# A recording's own record is CALL with its recording SID: the hash the slot scripts keep
+# a member's state in (the call's, for its primary; the recording's own otherwise).
+CALL_RECS = "rec_call_recs:{{{b}}}:{sid}"  # ZSET recording SID -> start ms: a call's own
+CONF = "rec_conf:{{{b}}}:{cf}"  # HASH: a conference some callback registered
+CONF_RECS = "rec_conf_recs:{{{b}}}:{cf}"  # ZSET recording SID -> start ms
+CONF_CALLS = "rec_conf_calls:{{{b}}}:{cf}"  # SET of calls that joined the conference
+CALL_CONFS = "rec_call_confs:{{{b}}}:{sid}"  # SET of conferences the call joined
 STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
 # The status stream's cap (MAXLEN ~), passed to every script that appends to it.
 STATUS_STREAM_MAXLEN = 1000
 PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repair scans it)
+BACKFILL = "rec_backfill:{{{b}}}"  # HASH: a backfill's cursor and counters (lifecycle.backfill)
+ERASED = "rec_erased:{{{b}}}"  # SET of tombstones: erased slot members and recording SIDs
+RETENTION = "rec_retention:{{{b}}}"  # STRING: the last call retention erased (its cursor)
+BACKFILL_JOB = "rec_backfill_job:{{{b}}}"  # HASH: a backfill asked over the admin API
+BACKLOG = "rec_backlog:{{{b}}}"  # LIST of slot members a backfill wants downloaded, oldest first
 
 # --- per event-stream shard (calls/shards.py) ----------------------------------------
 # One shard (EVENT_STREAM_SHARDS=1) keeps these untagged names; with N shards each name
@@ -50,6 +62,11 @@ DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 # The SET that indexed every business ever seen, before LIVE_BUSINESSES: adopted, then
 # emptied, by the reconciler after an upgrade.
 LEGACY_BUSINESSES = "rec_businesses"
+BACKFILL_JOBS = "rec_backfill_jobs"  # ZSET business -> due ms: admin backfills for workers
+KNOWN_BUSINESSES = "rec_known_businesses"  # SET of businesses with calls (retention visits)
+BACKLOG_BUSINESSES = "rec_backlog_businesses"  # SET of businesses with a non-empty backlog
+TWILIO_DELETES = "rec_twilio_deletes"  # ZSET "b|RE..." -> due ms: Twilio copies to delete
+TWILIO_DELETE_ATTEMPTS = "rec_twilio_delete_attempts"  # HASH "b|RE..." -> failed attempts
 # STRING with a TTL: why handling a work-stream entry last failed, for its dead letter.
 # Entry ids repeat across shards: a tagged shard's name is part of the key (and its tag,
 # so the key lives beside the stream).
@@ -93,6 +110,26 @@ def call_prefix(b: str) -> str:
     return CALL_PREFIX.format(b=b)
 
 
+def call_recs(b: str, sid: str) -> str:
+    return CALL_RECS.format(b=b, sid=sid)
+
+
+def conf(b: str, cf: str) -> str:
+    return CONF.format(b=b, cf=cf)
+
+
+def conf_recs(b: str, cf: str) -> str:
+    return CONF_RECS.format(b=b, cf=cf)
+
+
+def conf_calls(b: str, cf: str) -> str:
+    return CONF_CALLS.format(b=b, cf=cf)
+
+
+def call_confs(b: str, sid: str) -> str:
+    return CALL_CONFS.format(b=b, sid=sid)
+
+
 def calls_by_time(b: str) -> str:
     return CALLS_BY_TIME.format(b=b)
 
@@ -103,6 +140,26 @@ def status_stream(b: str) -> str:
 
 def pending(b: str) -> str:
     return PENDING.format(b=b)
+
+
+def erased(b: str) -> str:
+    return ERASED.format(b=b)
+
+
+def retention(b: str) -> str:
+    return RETENTION.format(b=b)
+
+
+def backfill(b: str) -> str:
+    return BACKFILL.format(b=b)
+
+
+def backfill_job(b: str) -> str:
+    return BACKFILL_JOB.format(b=b)
+
+
+def backlog(b: str) -> str:
+    return BACKLOG.format(b=b)
 
 
 def entry_error(stream: str, entry_id: str) -> str:

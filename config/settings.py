@@ -54,6 +54,17 @@ class WorkerTuning:
 
 
 @dataclass(frozen=True, slots=True)
+class LifecycleSettings:
+    """What happens to recordings after their download (lifecycle/)."""
+
+    delete_from_twilio: bool  # DELETE Twilio's copy once callrec's is durable
+    retention_days: int | None  # erase recordings of calls older than this
+    call_retention_days: int | None  # drop call records older than this
+    retention_batch: int  # calls looked at per business and tick (bounded work)
+    lifecycle_interval_ms: int  # how often workers look for due deletions and expiries
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str | None
     twilio: TwilioSettings
@@ -78,6 +89,7 @@ class Settings:
     sse_keepalive_s: int  # idle /api/events streams get a comment this often
     event_stream_shards: int  # work streams (calls/shards.py); 1 = the original layout
     metrics_token: str | None  # set: /metrics wants "Authorization: Bearer <it>"
+    lifecycle: LifecycleSettings
 
     @property
     def inflight_ttl_ms(self) -> int:
@@ -113,6 +125,12 @@ class _Reader:
         if value < minimum:
             raise SettingsError(f"{name} must be at least {minimum}, got {value}")
         return value
+
+    def optional_integer(self, name: str) -> int | None:
+        """A positive integer, or None when the variable is unset."""
+        if self.text(name) is None:
+            return None
+        return self.integer(name, 0)
 
     def flag(self, name: str, default: bool) -> bool:
         value = self.optional_flag(name)
@@ -188,6 +206,27 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
         sse_keepalive_s=read.integer("SSE_KEEPALIVE_SECONDS", 15),
         event_stream_shards=read.integer("EVENT_STREAM_SHARDS", 1),
         metrics_token=read.text("METRICS_TOKEN"),
+        lifecycle=_lifecycle(read),
+    )
+
+
+def _lifecycle(read: _Reader) -> LifecycleSettings:
+    retention_days = read.optional_integer("RETENTION_DAYS")
+    call_retention_days = read.optional_integer("CALL_RETENTION_DAYS")
+    if call_retention_days is None:
+        call_retention_days = retention_days
+    if retention_days and call_retention_days and call_retention_days < retention_days:
+        # A call dropped while its recording is kept would leave the recording unreachable.
+        raise SettingsError(
+            f"CALL_RETENTION_DAYS ({call_retention_days}) must be at least RETENTION_DAYS "
+            f"({retention_days})"
+        )
+    return LifecycleSettings(
+        delete_from_twilio=read.flag("DELETE_FROM_TWILIO", False),
+        retention_days=retention_days,
+        call_retention_days=call_retention_days,
+        retention_batch=read.integer("RETENTION_BATCH", 100),
+        lifecycle_interval_ms=read.integer("LIFECYCLE_INTERVAL_MS", 1000),
     )
 
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Ending:
-    outcome: str  # ready | failed | retry | none
+    outcome: str  # ready | failed | retry | none | erased
     reason: str = ""
     delay_ms: int = 0
     size_bytes: int | None = None  # set when this attempt stored a file from Twilio
@@ -91,9 +91,18 @@ async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
 
 
 async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
-    async with ctx.store.lock(sid):
+    async with ctx.store.lock(sid) as waited:
+        # Erased while it waited (a queued request, a redelivered start): never fetched.
+        if await ctx.registry.is_erased(b, sid):
+            return Ending("erased", "erased")
         # Another process may have stored it while we waited for the lock.
-        if await ctx.store.stat(sid) is not None:
+        stored = await ctx.store.stat(sid) is not None
+        if waited:
+            # Counted, since only this shows the lock doing its job across processes and
+            # hosts sharing a disk (the slots keep most duplicates from getting here).
+            outcome = "stored" if stored else "missing"
+            await stats.count(ctx.redis, ctx.shards.of(b).stats, stats.lock_wait_field(outcome))
+        if stored:
             return Ending("ready")
         call = await ctx.registry.get(b, sid)
         if call is not None and call.twilio_unavailable:
@@ -117,7 +126,20 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
             # work of the one that took the slot over.
             if not await ctx.slots.holds(b, sid, token):
                 raise LeaseLost(f"lease of {sid} lost before publishing")
+            # Erased while it downloaded: the staged bytes are dropped unpublished.
+            if await ctx.registry.is_erased(b, sid):
+                log.info("download discarded business_id=%s sid=%s: erased meanwhile", b, sid)
+                return Ending("erased", "erased")
             await ctx.store.publish(staged)
+        # An erasure that arrived while this download ran: it set its tombstones before
+        # deleting, so either it deleted our file or we see the tombstone now.
+        if await ctx.registry.is_erased(b, sid):
+            await ctx.store.delete(sid)
+            log.info("download discarded business_id=%s sid=%s: erased meanwhile", b, sid)
+            return Ending("erased", "erased")
+        if ctx.settings.lifecycle.delete_from_twilio:
+            # Durable now (fsynced and renamed; with S3, uploaded): Twilio's copy may go.
+            await ctx.registry.twilio_copy_deleting(b, sid, recording_sid)
     if call is None or "attempts" in call.fields or "reason" in call.fields:
         # Only a call that failed before has anything to reset (we hold its lock, so no
         # other download wrote attempts since we read the call).

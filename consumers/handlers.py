@@ -59,6 +59,11 @@ async def on_request(
     ctx: WorkerContext, event: Event, start_download: StartDownload | None = None
 ) -> None:
     b, sid = event.business_id, event.sid
+    call = await ctx.registry.get(b, sid)
+    if call is not None and call.state == "erased":
+        # Erased: never fetched again, whoever asks (guarantee 11).
+        log.info("request ignored business_id=%s sid=%s: erased", b, sid)
+        return
     # Stored already: Twilio is never asked again (guarantee 2).
     try:
         stored = await ctx.store.stat(sid) is not None
@@ -70,7 +75,6 @@ async def on_request(
     if stored:
         await ctx.registry.mark_ready(b, sid)
         return
-    call = await ctx.registry.get(b, sid)
     if call is not None and call.twilio_unavailable:
         # A request that raced Twilio's absent/failed callback (or a requeued dead
         # letter): there is nothing to fetch, so it takes no slot and asks nothing.

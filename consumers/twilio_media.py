@@ -96,7 +96,8 @@ class TwilioMedia:
         return f"{self._api_base}/{API_VERSION}/Accounts/{self._account_sid}/{path}"
 
     async def find_recording(self, call_sid: str) -> str | None:
-        """The newest completed recording of a call, None when Twilio lists none."""
+        """The call's primary recording, as the contract defines it (the first of its
+        recordings to complete), None when Twilio lists none completed."""
         url = self._account_url(f"Calls/{call_sid}/Recordings.json")
         try:
             response = await self._api.get(url)
@@ -110,8 +111,8 @@ class TwilioMedia:
         except ValueError as exc:
             raise DownloadError("listing was not JSON", retryable=True) from exc
         completed = [r for r in recordings if r.get("status", "completed") == "completed"]
-        # Twilio lists newest first; a call recorded twice keeps its latest recording.
-        return str(completed[0]["sid"]) if completed else None
+        # Twilio lists newest first: the first to complete is the last listed.
+        return str(completed[-1]["sid"]) if completed else None
 
     async def fetch(self, recording_sid: str, sink: Sink) -> int:
         """Stream one recording's MP3 into ``sink``; returns the bytes written.

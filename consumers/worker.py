@@ -26,6 +26,7 @@ from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.download_job import run_download
 from consumers.entries import InvalidEntry, describe, describe_fields, note_failure, parse_entry
+from lifecycle.loops import start_loops as start_lifecycle_loops
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +302,7 @@ class Worker:
                 )
             ),
         ]
+        loops += start_lifecycle_loops(self.ctx, self.stop)
         log.info(
             "worker %s reading %s", self.ctx.consumer, ", ".join(s.events for s in self.shards)
         )

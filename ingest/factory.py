@@ -16,7 +16,16 @@ from calls import shards
 from calls.redis_client import TRANSIENT, RedisClient, client_for, detect_cluster, is_cluster
 from calls.registry import CallRegistry
 from config.settings import Settings
-from ingest import calls_api, health, metrics, page, playback, status_events, webhooks
+from ingest import (
+    admin_lifecycle,
+    calls_api,
+    health,
+    metrics,
+    page,
+    playback,
+    status_events,
+    webhooks,
+)
 from ingest.errors import HANDLERS
 from ingest.shutdown import Stopping
 from ingest.state import AppState
@@ -39,11 +48,46 @@ ROUTES = [
         webhooks.recording_status,
         methods=["POST"],
     ),
+    Route(
+        "/webhooks/twilio/{business_id}/conference-status",
+        webhooks.conference_status,
+        methods=["POST"],
+    ),
     Route("/api/calls", calls_api.list_calls, methods=["GET"]),
     Route("/api/calls/{call_sid}/recording", playback.play, methods=["GET", "HEAD"]),
     Route("/api/calls/{call_sid}/download", playback.download, methods=["GET", "HEAD"]),
     Route("/api/calls/{call_sid}/recording/status", playback.status, methods=["GET"]),
+    Route(
+        "/api/calls/{call_sid}/recordings/{recording_sid}",
+        playback.play_one,
+        methods=["GET", "HEAD"],
+    ),
+    Route(
+        "/api/calls/{call_sid}/recordings/{recording_sid}/download",
+        playback.download_one,
+        methods=["GET", "HEAD"],
+    ),
+    Route(
+        "/api/calls/{call_sid}/recordings/{recording_sid}/status",
+        playback.status_one,
+        methods=["GET"],
+    ),
     Route("/api/events", status_events.events, methods=["GET"]),
+    Route(
+        "/api/admin/businesses/{business_id}/calls/{call_sid}",
+        admin_lifecycle.erase_call,
+        methods=["DELETE"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/backfill",
+        admin_lifecycle.start_backfill,
+        methods=["POST"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/backfill",
+        admin_lifecycle.backfill_status,
+        methods=["GET"],
+    ),
 ]
 
 

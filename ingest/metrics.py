@@ -82,6 +82,15 @@ class _Snapshot(Collector):
         for outcome in ("ok", "retry", "failed"):
             downloads.add_metric([outcome], c.get(stats.download_field(outcome), 0.0))
         yield downloads
+        lock_waits = CounterMetricFamily(
+            "callrec_lock_waits",
+            "Downloads that waited on another holder's file lock for the same recording, "
+            "by what they found then (stored: no Twilio request needed; missing)",
+            labels=["outcome"],
+        )
+        for outcome in stats.LOCK_WAIT_OUTCOMES:
+            lock_waits.add_metric([outcome], c.get(stats.lock_wait_field(outcome), 0.0))
+        yield lock_waits
         yield _histogram(
             "callrec_download_seconds",
             "Time from slot grant to the end of a download attempt",
@@ -112,6 +121,19 @@ class _Snapshot(Collector):
                 (responses if ascii_digits(label) else failures).add_metric([label], value)
         yield responses
         yield failures
+        deletes = CounterMetricFamily(
+            "callrec_twilio_deletes",
+            "DELETEs of Twilio's copies: deleted, gone (no copy left), retry (failed, retried)",
+            labels=["outcome"],
+        )
+        for outcome in ("deleted", "gone", "retry"):
+            deletes.add_metric([outcome], c.get(stats.twilio_delete_field(outcome), 0.0))
+        yield deletes
+        erased = CounterMetricFamily(
+            "callrec_recordings_erased", "Recordings erased, on request or by retention"
+        )
+        erased.add_metric([], c.get(stats.erase_field("recordings"), 0.0))
+        yield erased
         in_use = GaugeMetricFamily("callrec_slots_in_use", "Download slots held, all businesses")
         in_use.add_metric([], sum(s for _, s, _ in self.per_business))
         yield in_use

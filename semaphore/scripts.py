@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from calls.redis_client import RedisClient
+from calls.redis_client import RedisClient, RedisPipeline
 
 
 def lua_text(package: str, name: str) -> str:
@@ -44,8 +44,23 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         self._loading = asyncio.Lock()
+        self._loaded = False  # by this process, for pipelines (see __call__)
 
-    async def __call__(self, *, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+    async def __call__(
+        self,
+        *,
+        keys: Sequence[str],
+        args: Sequence[Any] = (),
+        client: RedisPipeline | None = None,
+    ) -> Any:
+        """Run the script, or with ``client`` (a pipeline) queue it there: the script is
+        loaded first, as a pipeline cannot load it when it meets NOSCRIPT."""
+        if client is not None:
+            if not self._loaded:
+                async with self._loading:
+                    await self._redis.script_load(self.source)
+                self._loaded = True
+            return client.evalsha(self.sha, len(keys), *keys, *args)
         try:
             return await self._redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:

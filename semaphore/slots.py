@@ -18,7 +18,8 @@ from calls.redis_client import RedisClient
 from calls.redis_values import text
 from semaphore.scripts import plain, register
 
-Outcome = Literal["ready", "failed", "retry", "none"]
+# "erased": the recording was erased while it downloaded (its file discarded).
+Outcome = Literal["ready", "failed", "retry", "none", "erased"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,7 @@ APP_CONTEXT = (
     "semaphore",
     "storage",
     "callrec",
+    "lifecycle",
 )
 
 

@@ -177,3 +177,52 @@ def test_page_lists_calls_plays_five_with_live_queue_and_seeks(
     web_log = stack.procs[0].log()
     assert "GET /api/events?token=[redacted]" in web_log  # access log was on, and redacted
     assert secret not in web_log and secret.split(".")[2] not in web_log
+
+
+def test_page_plays_each_recording_of_a_call_and_says_why_none(
+    stack: Stack, sim: Simulator, browser: Browser
+) -> None:
+    from twilio_sim import SimRecording
+
+    web = stack.start_web(PREFETCH_ON_WEBHOOK="false")
+    stack.start_worker()
+    hooks = f"{web}/webhooks/twilio/{B}"
+    both = register(sim, web, B, 40, recording_webhook=False)
+    dial = SimRecording(B, both.call_sid, both.recording_sid, duration_s=14, source="DialVerb")
+    voicemail = SimRecording(B, both.call_sid, "RE" + "7" * 32, duration_s=6)
+    sim.add_recording(voicemail)
+    for rec in (dial, voicemail):
+        assert sim.send_recording_status(f"{hooks}/recording-status", rec) == 204
+    silent = register(sim, web, B, 41, recording_webhook=False)
+    silent_rec = SimRecording(B, silent.call_sid, silent.recording_sid, duration_s=3)
+    assert (
+        sim.send_recording_status(
+            f"{hooks}/recording-status", silent_rec, status="absent", error_code="16102"
+        )
+        == 204
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+    page = context.new_page()
+    page.goto(f"{web}/?token={token(B)}")
+    row = page.locator(f'li.call[data-sid="{both.call_sid}"]')
+    row.locator(".player").nth(1).wait_for(timeout=WAIT_MS)
+    assert row.locator(".player .what").all_inner_texts() == ["Call · 0:14", "Voicemail · 0:06"]
+    row.get_by_role("button", name=re.compile("Play voicemail")).click()
+    voice_audio = row.locator(".player").nth(1).locator("audio")
+    voice_audio.wait_for(timeout=WAIT_MS)
+    src = voice_audio.get_attribute("src") or ""
+    assert f"/recordings/{voicemail.recording_sid}?token=" in src
+    assert row.locator(".player").nth(0).locator("audio").count() == 0
+    page.wait_for_function(
+        "(() => { const a = document.querySelector"
+        f"('li.call[data-sid=\"{both.call_sid}\"] .player:nth-child(2) audio');"
+        " return a && a.readyState >= 2; })()",
+        timeout=WAIT_MS,
+    )
+    none = page.locator(f'li.call[data-sid="{silent.call_sid}"] .state')
+    assert none.inner_text() == "No recording: silent"
+    assert page.locator(f'li.call[data-sid="{silent.call_sid}"] button').is_hidden()
+    shot(page, "page-several-recordings")
+    assert sim.downloads(voicemail.recording_sid) == 1
+    assert sim.downloads(dial.recording_sid) == 0  # never clicked, never fetched
+    context.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import anyio
 from starlette.applications import Starlette
@@ -146,9 +147,11 @@ def build_api_app(
     *,
     account_sid: str,
     auth_token: str,
+    extra_routes: Sequence[Route] = (),
 ) -> Starlette:
     recordings = RecordingResource(state, settings, signer, active, account_sid)
     account_routes = [
+        *extra_routes,
         _list_endpoint(state, account_sid),
         Route("/Recordings/{name}", recordings, methods=["GET"]),
     ]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from twilio_sim.api import build_api_app
 from twilio_sim.cdn import CdnSigner, build_cdn_app
+from twilio_sim.history import CallLog, SimCall
+from twilio_sim.listing import DeletionLog, account_routes
 from twilio_sim.models import (
     DEMO_ACCOUNT_SID,
     DEMO_AUTH_TOKEN,
@@ -18,7 +21,12 @@ from twilio_sim.resources import recording_path
 from twilio_sim.server import ServerThread
 from twilio_sim.state import MediaSettings, SimState
 from twilio_sim.streaming import ActiveResponses
-from twilio_sim.webhooks import call_status_params, post_signed, recording_status_params
+from twilio_sim.webhooks import (
+    call_status_params,
+    conference_status_params,
+    post_signed,
+    recording_status_params,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +42,8 @@ class Simulator:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self._state = SimState()
+        self._calls = CallLog()
+        self._deletions = DeletionLog()
         self._settings = MediaSettings()
         self._signer = CdnSigner()
         self._active = ActiveResponses()
@@ -55,6 +65,13 @@ class Simulator:
                     self._active,
                     account_sid=self.account_sid,
                     auth_token=self.auth_token,
+                    extra_routes=account_routes(
+                        self._state,
+                        self._calls,
+                        self._deletions,
+                        self._settings,
+                        account_sid=self.account_sid,
+                    ),
                 ),
                 build_cdn_app(self._state, self._settings, self._signer, self._active),
             ],
@@ -103,6 +120,11 @@ class Simulator:
     def add_recording(self, rec: SimRecording) -> None:
         self._state.add(rec)
 
+    def add_calls(self, calls: Sequence[SimCall], recordings: Sequence[SimRecording] = ()) -> None:
+        """Past calls (the account-level Calls list) and their recordings."""
+        self._calls.add_many(list(calls))
+        self._state.add_many(list(recordings))
+
     def set_faults(self, recording_sid: str, faults: list[Fault]) -> None:
         self._state.set_faults(recording_sid, faults)
 
@@ -142,6 +164,24 @@ class Simulator:
         self._settings.hold = value
 
     @property
+    def listing_delay_s(self) -> float:
+        """Added before each account-level Calls/Recordings page."""
+        return self._settings.listing_delay_s
+
+    @listing_delay_s.setter
+    def listing_delay_s(self, value: float) -> None:
+        self._settings.listing_delay_s = value
+
+    @property
+    def on_delete(self) -> Callable[[SimRecording], None] | None:
+        """Called (in a worker thread) with each recording just before a DELETE removes it."""
+        return self._deletions.on_delete
+
+    @on_delete.setter
+    def on_delete(self, hook: Callable[[SimRecording], None] | None) -> None:
+        self._deletions.on_delete = hook
+
+    @property
     def redirect_to_cdn(self) -> bool:
         return self._settings.redirect_to_cdn
 
@@ -175,14 +215,33 @@ class Simulator:
         return self._state.order_started(business_id)
 
     def listing_requests(self) -> int:
-        return self._state.listing_requests()
+        """Recordings and calls list requests (per call, and account-wide)."""
+        return self._state.listing_requests() + self._calls.listing_requests()
 
     def first_media_request_times(self) -> dict[str, float]:
         """call_sid -> ``time.monotonic()`` of its first media request (this process's clock)."""
         return self._state.first_media_request_times()
 
+    def fail_deletes(self, faults: list[Fault]) -> None:
+        """The next DELETEs (of any recording) answer with these faults, in order."""
+        self._deletions.fail_next(faults)
+
+    def deletes(self, recording_sid: str) -> int:
+        """Successful DELETEs of a recording (a second one is answered 404, not counted)."""
+        return self._deletions.deletes(recording_sid)
+
+    def total_deletes(self) -> int:
+        return self._deletions.total()
+
+    def deletes_not_found(self, recording_sid: str) -> int:
+        return self._deletions.not_found(recording_sid)
+
+    def has_recording(self, recording_sid: str) -> bool:
+        return self._state.get(recording_sid) is not None
+
     def reset_counters(self) -> None:
         self._state.reset_counters()
+        self._calls.reset_counters()
 
     # webhooks
 
@@ -223,5 +282,23 @@ class Simulator:
             base_url=self.base_url,
             status=status,
             error_code=error_code,
+        )
+        return post_signed(url, params, self.auth_token)
+
+    def send_conference_status(
+        self,
+        url: str,
+        *,
+        conference_sid: str,
+        call_sid: str,
+        event: str = "participant-join",
+        sequence_number: int = 0,
+    ) -> int:
+        params = conference_status_params(
+            account_sid=self.account_sid,
+            conference_sid=conference_sid,
+            call_sid=call_sid,
+            event=event,
+            sequence_number=sequence_number,
         )
         return post_signed(url, params, self.auth_token)

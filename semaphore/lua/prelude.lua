@@ -70,9 +70,13 @@ end
 -- key, maxlen = stream cap }. Writes state (and state_ms, which repair reads), keeps the
 -- pending index, and appends a status event when a watcher would see something new: a
 -- different state, or a queue position. Setting a state it already has is silent, so two
--- callers marking the same recording ready emit "ready" once.
+-- callers marking the same recording ready emit "ready" once. An erased recording
+-- stays erased.
 local function set_state(st, call_key, sid, state, position, reason)
   local previous = redis.call('HGET', call_key, 'state')
+  -- Erased is final (guarantee 11): a promotion, a late release or a file found by a
+  -- racing download never brings the recording back.
+  if previous == 'erased' then return end
   redis.call('HSET', call_key, 'state', state, 'state_ms', now_ms())
   if reason then redis.call('HSET', call_key, 'reason', reason) end
   if state == 'queued' or state == 'processing' then

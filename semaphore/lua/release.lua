@@ -7,7 +7,7 @@ KEYS[8] rec_call:{b}:<sid>       HASH   the recording's state
 KEYS[9] rec_inflight:{b}:<sid>   STRING its lease
 ARGV[7] sid
 ARGV[8] token                    the fencing token of the admission that ended
-ARGV[9] outcome                  "ready" | "failed" | "retry" | "none"
+ARGV[9] outcome                  "ready" | "failed" | "retry" | "none" | "erased"
 
 Returns JSON {verdict, active, queue_len, position, released, promoted, dropped, idle}:
   verdict "ok"; position 0

@@ -1,0 +1,71 @@
+"""The lifecycle's worker loops: Twilio deletions that are due, backfills asked over the
+admin API, backfill downloads fed to free slots, and retention. Each is bounded per tick
+and safe in every worker at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from consumers.context import WorkerContext
+from consumers.maintenance import run_every
+from lifecycle.backfill_jobs import BackfillRunner
+from lifecycle.backlog import BacklogFeeder
+from lifecycle.erasure import Eraser
+from lifecycle.retention import Retention
+from lifecycle.twilio_deletes import TwilioDeleter
+from lifecycle.twilio_rest import TwilioRest
+
+# Backfill downloads wait for free slots: look often, the script is cheap.
+BACKLOG_INTERVAL_S = 0.5
+
+
+def start_loops(ctx: WorkerContext, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    settings = ctx.settings
+    assert settings.twilio.account_sid and settings.twilio.auth_token
+    rest = TwilioRest(
+        api_base=settings.twilio.api_base,
+        account_sid=settings.twilio.account_sid,
+        auth_token=settings.twilio.auth_token,
+        timeout_s=settings.worker.twilio_read_timeout_s,
+    )
+
+    async def client_for(_b: str) -> TwilioRest:
+        return rest
+
+    deleter = TwilioDeleter(
+        ctx.redis,
+        client_for,
+        on_deleted=lambda b, _rsid, member: ctx.registry.twilio_copy_deleted(b, member),
+    )
+    feeder = BacklogFeeder(ctx.redis, ctx.settings.max_slots_per_business, ctx.shards)
+    backfills = BackfillRunner(ctx.redis, ctx.registry, client_for)
+    life = settings.lifecycle
+    retention = Retention(
+        ctx.redis,
+        ctx.registry,
+        Eraser(ctx.redis, ctx.registry, ctx.store),
+        retention_days=life.retention_days,
+        call_retention_days=life.call_retention_days,
+        batch=life.retention_batch,
+    )
+    interval_s = life.lifecycle_interval_ms / 1000
+
+    def loop(
+        seconds: float, name: str, step: Callable[[], Awaitable[object]]
+    ) -> asyncio.Task[None]:
+        return asyncio.create_task(run_every(seconds, name, step, stop))
+
+    async def closing() -> None:
+        await stop.wait()
+        await rest.aclose()
+
+    tasks = [
+        loop(interval_s, "twilio-deletes", deleter.run_due),
+        loop(BACKLOG_INTERVAL_S, "backlog", feeder.feed_all),
+        loop(interval_s, "backfills", backfills.run_due),
+        asyncio.create_task(closing()),
+    ]
+    if retention.enabled:
+        tasks.append(loop(interval_s, "retention", retention.tick))
+    return tasks
