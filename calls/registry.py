@@ -253,12 +253,12 @@ class CallRegistry:
 
     async def twilio_copy_deleting(self, b: str, member: str, recording_sid: str) -> None:
         """callrec's copy is durable: queue the DELETE of Twilio's, and say so."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.call(b, member), "twilio_copy", "deleting")
-            pipe.zadd(
-                keys.TWILIO_DELETES, {twilio_delete_entry(b, recording_sid, member): 0}, nx=True
-            )
-            await pipe.execute()
+        # Two slots on a cluster (no MULTI across them): the delete is queued first, so a
+        # crash in between leaves a delete that runs and says "deleted" on its own.
+        await self._redis.zadd(
+            keys.TWILIO_DELETES, {twilio_delete_entry(b, recording_sid, member): 0}, nx=True
+        )
+        await self._redis.hset(keys.call(b, member), "twilio_copy", "deleting")
 
     async def twilio_copy_deleted(self, b: str, member: str) -> None:
         # Only on a hash that still exists: a call dropped meanwhile is not brought back.

@@ -26,10 +26,15 @@ SOURCE = "backfill"
 
 
 def add(pipe: RedisPipeline, b: str, sids: Sequence[str]) -> None:
-    """Queue ``sids`` (slot members) on ``pipe``; the feeder learns of the business too."""
+    """Queue ``sids`` (slot members) on ``pipe``; then :func:`announce` the business."""
     if sids:
         pipe.rpush(keys.backlog(b), *sids)
-        pipe.sadd(keys.BACKLOG_BUSINESSES, b)
+
+
+async def announce(redis: RedisClient, b: str) -> None:
+    """Tell the feeder ``b`` has a backlog (after :func:`add`: the index is global, in
+    another cluster slot than the business's keys)."""
+    await redis.sadd(keys.BACKLOG_BUSINESSES, b)
 
 
 class BacklogFeeder:
