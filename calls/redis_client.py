@@ -85,7 +85,25 @@ def is_transient(exc: BaseException) -> bool:
     """Would the same command succeed later, once the server or the cluster settles?"""
     if isinstance(exc, TRANSIENT):
         return True
+    if isinstance(exc, AttributeError) and _raised_in_redis_connection(exc):
+        return True
     return isinstance(exc, ResponseError) and any(r in str(exc) for r in _TRANSIENT_REPLIES)
+
+
+def _raised_in_redis_connection(exc: BaseException) -> bool:
+    """redis-py's asyncio cluster client, when a failover makes it drop a node's
+    connections while another task is still setting one of them up, raises
+    AttributeError from inside that connection (its writer already gone). The
+    connection is dead, not the caller's code: it counts as a connection error."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and last.replace("\\", "/").endswith(_REDIS_CONNECTION_FILE)
+
+
+_REDIS_CONNECTION_FILE = "redis/asyncio/connection.py"
 
 
 def _options(purpose: Purpose) -> dict[str, Any]:

@@ -61,6 +61,15 @@ async def redis_reply(request: Request, exc: Exception) -> Response:
     return _answer(500, "internal error")
 
 
+async def internal_attribute_error(request: Request, exc: Exception) -> Response:
+    """redis-py's cluster client can raise AttributeError from a connection a failover
+    tore down (calls.redis_client.is_transient): that is a 503; any other is a bug."""
+    if is_transient(exc):
+        return await redis_down(request, exc)
+    log.error("internal error: %r", exc, exc_info=exc)
+    return _answer(500, "internal error")
+
+
 HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {
     CallrecError: callrec_error,
     HTTPException: http_error,
@@ -75,4 +84,5 @@ HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {
     AskError: redis_down,
     RedisClusterException: redis_down,
     ResponseError: redis_reply,
+    AttributeError: internal_attribute_error,
 }
