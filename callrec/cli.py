@@ -1,6 +1,8 @@
 """``callrec``: ``dev`` runs the stack locally; ``token`` prints an API token;
 ``status`` and ``dead-letters`` are the operator's views; ``check`` is the preflight;
-``backfill`` imports the past; ``erase`` forgets recordings for good."""
+``twilio-account`` registers a business's own Twilio account; ``secrets-key`` prints a
+new CALLREC_SECRETS_KEY; ``backfill`` imports the past; ``erase`` forgets recordings for
+good."""
 
 from __future__ import annotations
 
@@ -13,12 +15,62 @@ from config.settings import SettingsError, load_settings
 
 
 def _token(args: argparse.Namespace) -> int:
-    from ingest.auth import issue_token
+    from ingest.auth import issue_admin_token, issue_token
 
+    if bool(args.admin) == bool(args.business):
+        print("callrec token: give either --business B or --admin", file=sys.stderr)
+        return 2
     settings = load_settings(require=("CALLREC_JWT_SECRET",))
     assert settings.jwt_secret
-    print(issue_token(settings.jwt_secret, args.business, args.ttl))
+    if args.admin:
+        print(issue_admin_token(settings.jwt_secret, args.ttl))
+    else:
+        print(issue_token(settings.jwt_secret, args.business, args.ttl))
     return 0
+
+
+def _business_arg(value: str) -> str:
+    from calls.errors import BadRequest
+    from calls.sids import business_id
+
+    try:
+        return business_id(value)
+    except BadRequest as exc:
+        raise argparse.ArgumentTypeError(exc.detail) from None
+
+
+def _twilio_account(args: argparse.Namespace) -> int:
+    from callrec import twilio_accounts
+
+    settings = load_settings(require=("REDIS_URL",))
+    if args.action == "set":
+        # "-": read the secret from stdin, so it stays out of `ps` and shell history.
+        stdin_lines = (
+            iter(sys.stdin.read().splitlines())
+            if "-"
+            in (
+                args.auth_token,
+                args.api_secret,
+            )
+            else iter(())
+        )
+        fields = {
+            "account_sid": args.account_sid,
+            "auth_token": next(stdin_lines, "") if args.auth_token == "-" else args.auth_token,
+            "api_key": args.api_key,
+            "api_secret": next(stdin_lines, "") if args.api_secret == "-" else args.api_secret,
+            "region": args.region,
+        }
+        return asyncio.run(twilio_accounts.set_account(settings, args.business, fields))
+    if args.action == "show":
+        return asyncio.run(twilio_accounts.show_account(settings, args.business))
+    return asyncio.run(twilio_accounts.delete_account(settings, args.business))
+
+
+def _secrets_key(args: argparse.Namespace) -> int:
+    from callrec.twilio_accounts import print_new_key
+
+    return print_new_key()
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -112,10 +164,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.set_defaults(func=_dev)
 
-    token = sub.add_parser("token", help="print an API token for a business")
-    token.add_argument("--business", required=True)
+    token = sub.add_parser("token", help="print an API token for a business (or an admin one)")
+    token.add_argument("--business")
+    token.add_argument("--admin", action="store_true", help="for /api/admin/... only")
     token.add_argument("--ttl", type=int, default=3600, help="seconds")
     token.set_defaults(func=_token)
+
+    account = sub.add_parser("twilio-account", help="a business's own Twilio account")
+    actions = account.add_subparsers(dest="action", required=True)
+    put = actions.add_parser("set", help="register (or replace) it; secrets are encrypted")
+    put.add_argument("--business", required=True, type=_business_arg)
+    put.add_argument("--account-sid", required=True)
+    put.add_argument("--auth-token", required=True, help="'-': read it from stdin")
+    put.add_argument("--api-key", help="API key SID (SK...), used for REST requests")
+    put.add_argument("--api-secret", help="'-': read it from stdin (after the auth token)")
+    put.add_argument("--region", help="ie1 or au1 (default: the US1 host)")
+    show = actions.add_parser("show", help="without secrets; every business when none given")
+    show.add_argument("--business", type=_business_arg)
+    drop = actions.add_parser("delete", help="back to the main account")
+    drop.add_argument("--business", required=True, type=_business_arg)
+    account.set_defaults(func=_twilio_account)
+
+    key = sub.add_parser("secrets-key", help="print a new CALLREC_SECRETS_KEY (a Fernet key)")
+    key.set_defaults(func=_secrets_key)
 
     status = sub.add_parser("status", help="slots, leases, queues, pending entries")
     status.add_argument("--business")

@@ -58,11 +58,15 @@ class DownloadError(CallrecError):
         retryable: bool,
         retry_after_s: float | None = None,
         not_ready: bool = False,
+        throttled: bool = False,
     ) -> None:
         super().__init__(detail)
         self.retryable = retryable
         self.retry_after_s = retry_after_s  # what the server asked for (Retry-After)
         self.not_ready = not_ready  # Twilio's 404 right after "completed"
+        # Twilio's 429 (20429, too many concurrent requests on the account): back-pressure,
+        # waited out under the account cap, never counted as an attempt.
+        self.throttled = throttled
 
 
 class LeaseLost(CallrecError):

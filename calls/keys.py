@@ -33,11 +33,25 @@ STATUS_STREAM = "rec_status:{{{b}}}"  # STREAM of status changes, read by SSE
 # The status stream's cap (MAXLEN ~), passed to every script that appends to it.
 STATUS_STREAM_MAXLEN = 1000
 PENDING = "rec_pending:{{{b}}}"  # SET of calls last set queued/processing (repair scans it)
+# HASH sid -> ticket of each queued SID, consecutive from the head, plus TICKET_NEXT: a
+# page computes its place from its ticket and the head's (semaphore/lua/prelude.lua).
+TICKETS = "rec_tickets:{{{b}}}"
+TICKET_NEXT = "~next"  # the field holding the next tail ticket (never a SID)
 BACKFILL = "rec_backfill:{{{b}}}"  # HASH: a backfill's cursor and counters (lifecycle.backfill)
 ERASED = "rec_erased:{{{b}}}"  # SET of tombstones: erased slot members and recording SIDs
 RETENTION = "rec_retention:{{{b}}}"  # STRING: the last call retention erased (its cursor)
 BACKFILL_JOB = "rec_backfill_job:{{{b}}}"  # HASH: a backfill asked over the admin API
 BACKLOG = "rec_backlog:{{{b}}}"  # LIST of slot members a backfill wants downloaded, oldest first
+
+ACCOUNT = "tw_account:{{{b}}}"  # HASH: the business's own Twilio account (secrets encrypted)
+
+# --- per Twilio account, hash-tagged by the account SID: its request permits ------------
+PERMITS = "tw_permits:{{tw:{a}}}"  # SET of permit ids in flight; valid while their lease lives
+PERMIT_PREFIX = "tw_permit:{{tw:{a}}}:"  # + permit id: lease (value = business), PX
+RING = "tw_ring:{{tw:{a}}}"  # LIST of businesses with waiters, served round robin
+WAIT_PREFIX = "tw_wait:{{tw:{a}}}:"  # + business: LIST of that business's waiters, FIFO
+PROC_PREFIX = "tw_proc:{{tw:{a}}}:"  # + process id: its waiters are alive while this lives
+RATE = "tw_rate:{{tw:{a}}}"  # HASH: AIMD state (limit, ok, cut_ms) and 429 count
 
 # --- per event-stream shard (calls/shards.py) ----------------------------------------
 # One shard (EVENT_STREAM_SHARDS=1) keeps these untagged names; with N shards each name
@@ -62,6 +76,12 @@ DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 # The SET that indexed every business ever seen, before LIVE_BUSINESSES: adopted, then
 # emptied, by the reconciler after an upgrade.
 LEGACY_BUSINESSES = "rec_businesses"
+ACCOUNTS = "tw_accounts"  # SET of businesses with their own Twilio account
+ACCOUNTS_VERSION = "tw_accounts_version"  # INCR on every registration change (worker caches)
+KNOWN_ACCOUNTS = "tw_known_accounts"  # SET of account SIDs requests went to (metrics, status)
+# Which business a call or recording SID belongs to: the first one that registered it.
+# One key per SID, untagged: each claim is a single-key SET NX.
+OWNER = "rec_owner:{sid}"
 BACKFILL_JOBS = "rec_backfill_jobs"  # ZSET business -> due ms: admin backfills for workers
 KNOWN_BUSINESSES = "rec_known_businesses"  # SET of businesses with calls (retention visits)
 BACKLOG_BUSINESSES = "rec_backlog_businesses"  # SET of businesses with a non-empty backlog
@@ -142,6 +162,10 @@ def pending(b: str) -> str:
     return PENDING.format(b=b)
 
 
+def tickets(b: str) -> str:
+    return TICKETS.format(b=b)
+
+
 def erased(b: str) -> str:
     return ERASED.format(b=b)
 
@@ -174,5 +198,32 @@ def delayed_member(b: str, sid: str) -> str:
 
 
 def business_keys(b: str) -> list[str]:
-    """KEYS[1..7] of every slot script, in the order semaphore/lua/prelude.lua documents."""
-    return [slots(b), queue(b), queued(b), queued_at(b), fence(b), status_stream(b), pending(b)]
+    """KEYS[1..8] of every slot script, in the order semaphore/lua/prelude.lua documents."""
+    return [
+        slots(b),
+        queue(b),
+        queued(b),
+        queued_at(b),
+        fence(b),
+        status_stream(b),
+        pending(b),
+        tickets(b),
+    ]
+
+
+def account(b: str) -> str:
+    return ACCOUNT.format(b=b)
+
+
+def owner(sid: str) -> str:
+    return OWNER.format(sid=sid)
+
+
+def permit_keys(a: str) -> list[str]:
+    """KEYS of every permit script, in the order their headers document."""
+    return [PERMITS.format(a=a), RING.format(a=a), RATE.format(a=a)]
+
+
+def permit_prefixes(a: str) -> list[str]:
+    """Prefixes of the permit scripts' derived keys (same hash tag as ``permit_keys``)."""
+    return [PERMIT_PREFIX.format(a=a), WAIT_PREFIX.format(a=a), PROC_PREFIX.format(a=a)]

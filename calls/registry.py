@@ -357,6 +357,10 @@ class CallRegistry:
             mapping={"rec_twilio": "absent", "reason": "no recording at Twilio"},
         )
 
+    async def set_account(self, b: str, sid: str, account_sid: str) -> None:
+        """The Twilio account the call's webhooks came from (its media is filed there)."""
+        await self._redis.hset(keys.call(b, sid), "account_sid", account_sid)
+
     async def set_recording_sid(self, b: str, sid: str, recording_sid: str) -> None:
         await self._redis.hset(keys.call(b, sid), "rec_sid", recording_sid)
 

@@ -10,6 +10,7 @@ cumulative) plus a ``:sum`` field, accumulated by ``ingest/metrics.py`` at scrap
 from __future__ import annotations
 
 import bisect
+import collections
 
 from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text_map
@@ -67,6 +68,32 @@ async def count(redis: RedisClient, stats_key: str, field: str, by: int = 1) -> 
     """``stats_key``: a shard's counters hash (``Shard.stats``); any shard will do, the
     exporter sums them all."""
     await redis.hincrby(stats_key, field, by)
+
+
+class PendingCounts:
+    """Counters kept in memory until a round trip that happens anyway carries them (a
+    download's finishing pipeline) or the worker's maintenance loop flushes them, so a
+    Twilio response costs no round trip of its own. Counts taken by a pipeline that then
+    fails are lost, as a crashed process's would be: they are metrics, not state."""
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, field: str, by: int = 1) -> None:
+        self._counts[field] += by
+
+    def drain_into(self, pipe: RedisPipeline, stats_key: str) -> None:
+        """``stats_key``: any shard's counters hash (the exporter sums them all)."""
+        for field, by in self._counts.items():
+            pipe.hincrby(stats_key, field, by)
+        self._counts.clear()
+
+    async def flush(self, redis: RedisClient, stats_key: str) -> None:
+        if not self._counts:
+            return
+        async with redis.pipeline(transaction=False) as pipe:
+            self.drain_into(pipe, stats_key)
+            await pipe.execute()
 
 
 def add_download_observation(

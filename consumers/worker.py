@@ -73,6 +73,9 @@ class Worker:
         # Set once a shard's reader has handled this consumer's own pending entries.
         self.caught_up: dict[Shard, asyncio.Event] = {}
         self.failure: BaseException | None = None
+        # Where the Twilio response counters (no business of their own) are flushed: any
+        # shard's hash will do, the exporter sums them all.
+        self._home_stats = ctx.shards.of(ctx.consumer).stats
 
     async def ensure_group(self, shard: Shard | None = None) -> None:
         stream = (shard or self.ctx.shards.current[0]).events
@@ -83,9 +86,12 @@ class Worker:
                 raise
 
     def start_download(self, b: str, sid: str, token: str) -> None:
-        task = asyncio.create_task(run_download(self.ctx, b, sid, token), name=f"dl-{sid}")
+        task = asyncio.create_task(self._download(b, sid, token), name=f"dl-{sid}")
         self.downloads.add(task)
         task.add_done_callback(self.downloads.discard)
+
+    async def _download(self, b: str, sid: str, token: str) -> None:
+        await run_download(self.ctx, b, sid, token, self.start_download)
 
     async def handle(
         self,
@@ -264,6 +270,7 @@ class Worker:
             self.readers.pop(shard).cancel()
 
     async def _maintain(self) -> None:
+        await self.ctx.counts.flush(self.ctx.redis, self._home_stats)
         self.shards = await shard_upkeep.refresh(self.ctx.redis, self.ctx.shards)
         for shard in self.shards:
             await self.ensure_group(shard)
@@ -315,6 +322,12 @@ class Worker:
             self.stop.set()
             await asyncio.gather(*loops, *self.readers.values(), return_exceptions=True)
             handed_back = await self._drain()
+            try:
+                await self.ctx.counts.flush(self.ctx.redis, self._home_stats)
+            except Exception as exc:
+                # Counters, not state: lost with Redis, as a crashed process's would be.
+                if not unreachable(exc):
+                    raise
         if self.failure is not None:
             raise self.failure
         return handed_back

@@ -9,14 +9,15 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
-from twilio.request_validator import RequestValidator
 
 from calls import shards
 from calls.redis_client import TRANSIENT, RedisClient, client_for, detect_cluster, is_cluster
 from calls.registry import CallRegistry
 from config.settings import Settings
 from ingest import (
+    admin,
     admin_lifecycle,
     calls_api,
     health,
@@ -28,8 +29,13 @@ from ingest import (
 )
 from ingest.errors import HANDLERS
 from ingest.shutdown import Stopping
+from ingest.signed_media import SignedMediaFront
 from ingest.state import AppState
 from storage.factory import open_store
+from tenants.accounts import AccountRegistry
+from tenants.secrets import secret_box
+from tenants.subaccounts import SubaccountDirectory
+from tenants.webhook_auth import WebhookAccounts
 
 # A request's commands answer at once: a Redis that stops answering fails the request
 # fast (503) instead of holding it. (redis-py 8's default too; said here, not assumed.)
@@ -88,6 +94,21 @@ ROUTES = [
         admin_lifecycle.backfill_status,
         methods=["GET"],
     ),
+    Route(
+        "/api/admin/businesses/{business_id}/twilio-account",
+        admin.put_twilio_account,
+        methods=["PUT"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/twilio-account",
+        admin.get_twilio_account,
+        methods=["GET"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/twilio-account",
+        admin.delete_twilio_account,
+        methods=["DELETE"],
+    ),
 ]
 
 
@@ -110,7 +131,9 @@ def _clients(settings: Settings, *, cluster: bool) -> tuple[RedisClient, RedisCl
     return redis, blocking_redis
 
 
-async def _settle(app: Starlette, settings: Settings) -> None:
+async def _settle(
+    app: Starlette, settings: Settings, subaccounts: SubaccountDirectory | None
+) -> None:
     """Redis was unreachable at start: the web serves meanwhile (503s, /readyz not ready)
     on single-server clients. Once Redis answers, register this process's shards and,
     if the URL names a cluster node, switch to cluster clients."""
@@ -119,8 +142,14 @@ async def _settle(app: Starlette, settings: Settings) -> None:
     state: AppState = app.state.callrec
     if cluster:
         redis, blocking_redis = _clients(settings, cluster=True)
+        accounts = AccountRegistry(redis, secret_box(settings))
         app.state.callrec = replace(
-            state, redis=redis, blocking_redis=blocking_redis, registry=CallRegistry(redis)
+            state,
+            redis=redis,
+            blocking_redis=blocking_redis,
+            registry=CallRegistry(redis),
+            accounts=accounts,
+            webhook_accounts=WebhookAccounts(settings.twilio, accounts, subaccounts),
         )
         log.info("redis: a cluster; cluster clients from now on")
     await register_until_done(app.state.callrec)
@@ -154,9 +183,15 @@ def create_app(settings: Settings) -> Starlette:
             cluster = None
         redis, blocking_redis = _clients(settings, cluster=bool(cluster))
         store = open_store(settings)
-        token = settings.twilio.auth_token
+        twilio = settings.twilio
         stopping = Stopping()
         stopping.install()
+        accounts = AccountRegistry(redis, secret_box(settings))
+        subaccounts = None
+        if twilio.subaccounts == "auto" and twilio.account_sid and twilio.auth_token:
+            subaccounts = SubaccountDirectory(
+                api_base=twilio.api_base, main_sid=twilio.account_sid, main_token=twilio.auth_token
+            )
         app.state.callrec = AppState(
             settings=settings,
             redis=redis,
@@ -164,11 +199,14 @@ def create_app(settings: Settings) -> Starlette:
             registry=CallRegistry(redis),
             shards=shards.ShardMap(settings.event_stream_shards),
             store=store,
-            validator=RequestValidator(token) if token else None,
+            accounts=accounts,
+            webhook_accounts=WebhookAccounts(twilio, accounts, subaccounts),
             stopping=stopping,
         )
         settling = asyncio.create_task(
-            _settle(app, settings) if cluster is None else register_until_done(app.state.callrec)
+            _settle(app, settings, subaccounts)
+            if cluster is None
+            else register_until_done(app.state.callrec)
         )
         try:
             yield
@@ -177,8 +215,24 @@ def create_app(settings: Settings) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await settling
             state: AppState = app.state.callrec
+            if subaccounts is not None:
+                await subaccounts.aclose()
             await store.close()
             await state.blocking_redis.aclose()
             await state.redis.aclose()
 
-    return Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
+    middleware = []
+    if settings.signed_urls is not None:
+        # SERVE_VIA=signed: /media/ is where plays redirect to (nginx answers it itself
+        # when in front). Answered ahead of the router and its exception middleware, as it
+        # is most of a player's requests.
+        middleware.append(
+            Middleware(
+                SignedMediaFront,
+                signed=settings.signed_urls,
+                recordings_dir=settings.recordings_dir,
+            )
+        )
+    return Starlette(
+        routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan, middleware=middleware
+    )

@@ -47,7 +47,9 @@ from calls.digits import ascii_digits
 from calls.errors import Unauthorized
 from calls.redis_client import RedisClient
 from calls.shards import Shard
+from ingest.account_metrics import AccountCollector
 from ingest.state import app_state
+from tenants.permits import usage
 
 TOP_BUSINESSES = 20
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -237,4 +239,6 @@ async def metrics(request: Request) -> Response:
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(snapshot)
+    max_per_account = state.settings.twilio.max_concurrent_per_account
+    registry.register(AccountCollector(await usage(redis, max_per_account)))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

@@ -19,6 +19,8 @@ from ingest.serving import serve_stored
 from ingest.state import AppState, app_state
 
 RETRY_AFTER_S = 2
+# A queued recording's ticket, from which the page follows its place as the head moves.
+TICKET_HEADER = "X-Queue-Ticket"
 
 
 async def _call(request: Request, state: AppState) -> tuple[str, Call]:
@@ -64,9 +66,19 @@ async def _one(state: AppState, b: str, call: Call, recording_sid: str) -> Call:
     return member
 
 
-async def _position(state: AppState, b: str, sid: str) -> int | None:
-    pos = await state.redis.lpos(keys.queue(b), sid)
-    return pos + 1 if isinstance(pos, int) else None
+async def _place(state: AppState, b: str, sid: str) -> tuple[int | None, int | None]:
+    """A queued SID's exact place (1 = next) and its ticket, from which the page follows
+    its place as ``queue`` events name the head's ticket."""
+    async with state.redis.pipeline(transaction=False) as pipe:
+        pipe.lpos(keys.queue(b), sid)
+        pipe.hget(keys.tickets(b), sid)
+        pos, ticket = await pipe.execute()
+    return (pos + 1 if isinstance(pos, int) else None), (int(ticket) if ticket else None)
+
+
+def _ticket_header(ticket: int | None) -> dict[str, str]:
+    # A header, not a body field: the answers' JSON shape is the contract's.
+    return {} if ticket is None else {TICKET_HEADER: str(ticket)}
 
 
 async def _pending(state: AppState, b: str, target: Call) -> Response:
@@ -77,12 +89,16 @@ async def _pending(state: AppState, b: str, target: Call) -> Response:
             raise NotFound("this call has no recording")
         await request_download(state.redis, state.shards, b, target.member, source="play")
         status = "queued"
-    position = await _position(state, b, target.member) if status == "queued" else None
+    position, ticket = await _place(state, b, target.member) if status == "queued" else (None, None)
     await stats.count(state.redis, state.shards.of(b).stats, stats.play_field("pending"))
     return JSONResponse(
         {"status": status, "position": position},
         status_code=202,
-        headers={"Retry-After": str(RETRY_AFTER_S), "Cache-Control": "no-store"},
+        headers={
+            "Retry-After": str(RETRY_AFTER_S),
+            "Cache-Control": "no-store",
+            **_ticket_header(ticket),
+        },
     )
 
 
@@ -150,10 +166,10 @@ async def _status_of(state: AppState, b: str, call: Call, target: Call) -> Respo
     word = "ready" if stored is not None and target.state != "erased" else target.state
     if word == "ready" and stored is None:
         word = "available"  # the stored copy went away; playing fetches it again
-    position = await _position(state, b, target.member) if word == "queued" else None
+    position, ticket = await _place(state, b, target.member) if word == "queued" else (None, None)
     return JSONResponse(
         {"call_sid": call.sid, "status": word, "position": position},
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": "no-store", **_ticket_header(ticket)},
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
-from twilio.request_validator import RequestValidator
 
 from calls.redis_client import RedisClient
 from calls.registry import CallRegistry
@@ -13,6 +12,8 @@ from calls.shards import ShardMap
 from config.settings import Settings
 from ingest.shutdown import Stopping
 from storage import RecordingStore
+from tenants.accounts import AccountRegistry
+from tenants.webhook_auth import WebhookAccounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +25,8 @@ class AppState:
     registry: CallRegistry
     shards: ShardMap  # where each business's events and counters go
     store: RecordingStore
-    validator: RequestValidator | None  # None when TWILIO_AUTH_TOKEN is unset
+    accounts: AccountRegistry  # businesses' own Twilio accounts
+    webhook_accounts: WebhookAccounts  # which token signs a business's webhook
     stopping: Stopping = field(default_factory=Stopping)  # set on SIGTERM: streams end
 
 

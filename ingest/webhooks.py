@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
+from twilio.request_validator import RequestValidator
 
 from calls import sids
 from calls.digits import ascii_digits
@@ -17,6 +18,7 @@ from calls.errors import BadRequest, Forbidden, PayloadTooLarge
 from calls.events import request_download
 from calls.recordings import RecordingMeta
 from ingest.state import AppState, app_state
+from tenants.ownership import claim
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,23 @@ async def _signed_form(request: Request, state: AppState) -> dict[str, str]:
     signature = request.headers.get("x-twilio-signature")
     if not signature:
         raise Forbidden("missing X-Twilio-Signature")
-    if state.validator is None:
-        raise Forbidden("webhook signing key (TWILIO_AUTH_TOKEN) is not configured")
-    if not state.validator.validate(_signed_url(request, state), params, signature):
+    token = await state.webhook_accounts.token_for(_business(request), params.get("AccountSid", ""))
+    if not RequestValidator(token).validate(_signed_url(request, state), params, signature):
         raise Forbidden("X-Twilio-Signature does not match")
     return params
+
+
+async def _owned(state: AppState, b: str, *sids: str) -> bool:
+    """Claim the SIDs for ``b``; a SID another business registered first is not ``b``'s
+    to touch: the callback is answered 204 and changes nothing."""
+    if await claim(state.redis, b, *sids):
+        return True
+    log.warning(
+        "FOREIGN_SID business_id=%s sids=%s: registered by another business; ignored",
+        b,
+        ",".join(s for s in sids if s),
+    )
+    return False
 
 
 def _business(request: Request) -> str:
@@ -98,6 +112,10 @@ async def call_status(request: Request) -> Response:
     if parent:
         sids.call_sid(parent, what="ParentCallSid")
     fields = {name: params.get(twilio_name, "")[:64] for twilio_name, name in CALL_FIELDS.items()}
+    # Validated above: the business's account, whose path its media is filed under.
+    fields["account_sid"] = params["AccountSid"]
+    if not await _owned(state, b, sid):
+        return Response(status_code=204)
     await state.registry.apply_call_status(
         b,
         sid,
@@ -151,6 +169,8 @@ async def recording_status(request: Request) -> Response:
         raise BadRequest(f"RecordingStatus must be one of {', '.join(RECORDING_STATUSES)}")
     meta = _recording_meta(params)
     now_ms = int(time.time() * 1000)
+    if not await _owned(state, b, call_sid or conference_sid, recording_sid):
+        return Response(status_code=204)
     if call_sid:
         update = await state.registry.apply_recording_status(
             b,
@@ -170,6 +190,10 @@ async def recording_status(request: Request) -> Response:
             meta=meta,
             now_ms=now_ms,
         )
+    if update.member:
+        # Validated above: the account the recording is filed under; set before the
+        # request event, so the worker reads it (from the slot member's hash).
+        await state.registry.set_account(b, update.member, params["AccountSid"])
     # Only a recording nobody has asked for yet is requested: a redelivered callback
     # finds it queued, processing, ready or erased and does nothing.
     prefetch = state.settings.prefetch_on_webhook
@@ -191,6 +215,8 @@ async def conference_status(request: Request) -> Response:
         sids.call_sid(call_sid, what="CallSid")
     elif event.startswith("participant-"):
         raise BadRequest(f"{event} needs the participant's CallSid")
+    if not await _owned(state, b, conference_sid, call_sid):
+        return Response(status_code=204)
     await state.registry.recordings.apply_conference_status(
         b, conference_sid, call_sid, event, now_ms=int(time.time() * 1000)
     )

@@ -15,6 +15,7 @@ from lifecycle.erasure import Eraser
 from lifecycle.retention import Retention
 from lifecycle.twilio_deletes import TwilioDeleter
 from lifecycle.twilio_rest import TwilioRest
+from tenants.routing import AccountRoute
 
 # Backfill downloads wait for free slots: look often, the script is cheap.
 BACKLOG_INTERVAL_S = 0.5
@@ -22,16 +23,23 @@ BACKLOG_INTERVAL_S = 0.5
 
 def start_loops(ctx: WorkerContext, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     settings = ctx.settings
-    assert settings.twilio.account_sid and settings.twilio.auth_token
-    rest = TwilioRest(
-        api_base=settings.twilio.api_base,
-        account_sid=settings.twilio.account_sid,
-        auth_token=settings.twilio.auth_token,
-        timeout_s=settings.worker.twilio_read_timeout_s,
-    )
+    # One REST client per (account, host, credentials, business): each request goes to the
+    # business's own account (tenants.routing) under a permit of that account's cap.
+    clients: dict[tuple[AccountRoute, str], TwilioRest] = {}
 
-    async def client_for(_b: str) -> TwilioRest:
-        return rest
+    async def client_for(b: str) -> TwilioRest:
+        route = await ctx.router.route(b)
+        client = clients.get((route, b))
+        if client is None:
+            client = TwilioRest(
+                api_base=route.api_base,
+                account_sid=route.account_sid,
+                auth=route.auth,
+                timeout_s=settings.worker.twilio_read_timeout_s,
+                gate=lambda: ctx.permits.hold(route.account_sid, b),
+            )
+            clients[(route, b)] = client
+        return client
 
     deleter = TwilioDeleter(
         ctx.redis,
@@ -58,7 +66,8 @@ def start_loops(ctx: WorkerContext, stop: asyncio.Event) -> list[asyncio.Task[No
 
     async def closing() -> None:
         await stop.wait()
-        await rest.aclose()
+        for client in clients.values():
+            await client.aclose()
 
     tasks = [
         loop(interval_s, "twilio-deletes", deleter.run_due),

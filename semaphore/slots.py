@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from calls import keys
-from calls.redis_client import RedisClient
+from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text
 from semaphore.scripts import plain, register
 
@@ -105,6 +105,27 @@ class Slots:
             args=[*self._common_args(b), sid, token, outcome],
         )
         return SlotResult.parse(raw)
+
+    def release_in(
+        self, pipe: RedisPipeline, b: str, sid: str, token: str, outcome: Outcome
+    ) -> None:
+        """``release`` queued on ``pipe`` as a bare EVALSHA; ``SlotResult.parse`` reads its
+        reply. The finishing worker sends it with the download's counters, in one round
+        trip, without the load ``Script`` does before a process's first pipeline. A server
+        that does not know the script yet makes ``execute`` raise NoScriptError; the caller
+        then calls :meth:`release`, which loads it."""
+        key_list = [*keys.business_keys(b), keys.call(b, sid), keys.inflight(b, sid)]
+        # execute_command: redis-py's cluster pipeline refuses its evalsha method.
+        pipe.execute_command(
+            "EVALSHA",
+            self._release.sha,
+            len(key_list),
+            *key_list,
+            *self._common_args(b),
+            sid,
+            token,
+            outcome,
+        )
 
     async def requeue(self, b: str, sid: str) -> SlotResult:
         """Put a retry whose backoff has run out back at the head of its queue."""

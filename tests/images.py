@@ -73,6 +73,7 @@ APP_CONTEXT = (
     "ingest",
     "semaphore",
     "storage",
+    "tenants",
     "callrec",
     "lifecycle",
 )

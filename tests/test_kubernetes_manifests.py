@@ -196,6 +196,7 @@ PLACEHOLDER_SECRETS = {
     "CALLREC_JWT_SECRET": "k" * 32,
     "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
     "TWILIO_AUTH_TOKEN": "t" * 32,
+    "CALLREC_SECRETS_KEY": "dGVzdC1rZXktZm9yLWNhbGxyZWMtdGVuYW50cy0zMmI=",  # a Fernet key
 }
 
 

@@ -43,6 +43,9 @@ class SimRecording:
     channels: int = 1
     # When Twilio created it (listing order and date filters); None: when it was added.
     created_at: datetime | None = None
+    # The account it is filed under (served only under that account's path); None: the
+    # simulator's main account.
+    account_sid: str | None = None
 
 
 @dataclass(frozen=True)
