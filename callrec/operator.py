@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from calls import keys, live_businesses
+from calls import keys, live_businesses, shards
+from calls.redis_client import RedisClient, connect
 from calls.redis_values import texts
 from config.settings import Settings
 from consumers.dead_letters import list_dead_letters, requeue_dead_letter
@@ -13,19 +13,22 @@ from tenants.accounts import AccountRegistry
 from tenants.permits import usage
 
 
-def _connect(settings: Settings) -> Redis:
-    assert settings.redis_url
-    return Redis.from_url(settings.redis_url)
+async def _connect(settings: Settings) -> RedisClient:
+    return await connect(settings, purpose="operator", wait=False)
 
 
 async def print_status(settings: Settings, business: str | None) -> int:
-    redis = _connect(settings)
+    redis = await _connect(settings)
     try:
+        registered = await shards.registered(redis, shards.ShardMap(settings.event_stream_shards))
         if business:
             businesses = [business]
         else:
             # Businesses with work (slots, queue, pending calls); name one to see it anyway.
-            businesses = sorted(await live_businesses.generations(redis))
+            found: set[str] = set()
+            for shard in registered:
+                found |= set(await live_businesses.generations(redis, shard.live))
+            businesses = sorted(found)
         print(f"{'business':<20} {'slots':>7} {'queued':>7}  leases (sid: ms left)")
         for b in businesses:
             members = sorted(texts(await redis.smembers(keys.slots(b))))
@@ -39,22 +42,24 @@ async def print_status(settings: Settings, business: str | None) -> int:
                 + (", ".join(leases) or "-")
             )
         await _print_accounts(redis, settings)
-        try:
-            summary = await redis.xpending(keys.EVENTS, keys.EVENTS_GROUP)
-            pending = summary["pending"]
-        except ResponseError:
-            pending = 0
-        print(
-            f"event stream: {await redis.exists(keys.EVENTS) and await redis.xlen(keys.EVENTS)} "
-            f"entries, {pending} pending; retries waiting: {await redis.zcard(keys.DELAYED)}; "
-            f"dead letters: {await redis.xlen(keys.DEAD_LETTERS)}"
-        )
+        for shard in registered:
+            try:
+                summary = await redis.xpending(shard.events, keys.EVENTS_GROUP)
+                pending = summary["pending"]
+            except ResponseError:
+                pending = 0
+            length = await redis.exists(shard.events) and await redis.xlen(shard.events)
+            print(
+                f"event stream {shard.events}: {length} entries, {pending} pending; "
+                f"retries waiting: {await redis.zcard(shard.delayed)}"
+            )
+        print(f"dead letters: {await redis.xlen(keys.DEAD_LETTERS)}")
     finally:
         await redis.aclose()
     return 0
 
 
-async def _print_accounts(redis: Redis, settings: Settings) -> None:
+async def _print_accounts(redis: RedisClient, settings: Settings) -> None:
     """Twilio accounts: permits in flight against the effective limit, 429s; and which
     businesses have an account of their own (no secret is read or shown)."""
     max_per_account = settings.twilio.max_concurrent_per_account
@@ -77,7 +82,7 @@ async def _print_accounts(redis: Redis, settings: Settings) -> None:
 
 
 async def dead_letters(settings: Settings, *, requeue: bool, entry_id: str | None) -> int:
-    redis = _connect(settings)
+    redis = await _connect(settings)
     try:
         letters = await list_dead_letters(redis, count=1000)
         if entry_id:
@@ -88,7 +93,7 @@ async def dead_letters(settings: Settings, *, requeue: bool, entry_id: str | Non
                 f"attempts={d.attempts} reason={d.reason!r}"
             )
             if requeue and d.sid:
-                await requeue_dead_letter(redis, d)
+                await requeue_dead_letter(redis, shards.ShardMap(settings.event_stream_shards), d)
                 print(f"  requeued {d.sid}")
         if not letters:
             print("no dead letters")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from redis.asyncio import Redis
+from calls.redis_client import connect
 
 from calls.errors import CallrecError
 from config.settings import Settings
@@ -24,7 +24,7 @@ def _describe_line(described: dict[str, object]) -> str:
 
 async def set_account(settings: Settings, b: str, fields: dict[str, object]) -> int:
     assert settings.redis_url
-    redis = Redis.from_url(settings.redis_url)
+    redis = await connect(settings, purpose="operator", wait=False)
     try:
         registry = AccountRegistry(redis, secret_box(settings))
         account = parse_account(fields, settings.twilio.region_api_bases)
@@ -42,7 +42,7 @@ async def set_account(settings: Settings, b: str, fields: dict[str, object]) -> 
 
 async def show_account(settings: Settings, b: str | None) -> int:
     assert settings.redis_url
-    redis = Redis.from_url(settings.redis_url)
+    redis = await connect(settings, purpose="operator", wait=False)
     try:
         registry = AccountRegistry(redis, None)  # describing needs no key: nothing decrypts
         businesses = [b] if b else await registry.businesses()
@@ -63,7 +63,7 @@ async def show_account(settings: Settings, b: str | None) -> int:
 
 async def delete_account(settings: Settings, b: str) -> int:
     assert settings.redis_url
-    redis = Redis.from_url(settings.redis_url)
+    redis = await connect(settings, purpose="operator", wait=False)
     try:
         deleted = await AccountRegistry(redis, None).delete(b)
         print(f"deleted the account of business {b}" if deleted else f"business {b} had none")

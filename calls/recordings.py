@@ -18,13 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-
 from calls import keys
 from calls.errors import NotFound
+from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text, text_map, texts
-from semaphore.scripts import lua_text, register
+from semaphore.scripts import plain, register
 
 if TYPE_CHECKING:
     from calls.registry import Call
@@ -134,9 +132,9 @@ class RecordingBook:
     """Reads and writes recordings beyond the call's own hash: conferences, and every
     recording a call lists."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
-        self._conference_status = redis.register_script(lua_text("calls", "conference_status.lua"))
+        self._conference_status = plain(redis, "calls", "conference_status.lua")
         self._conference_recording = register(redis, "calls", "conference_recording.lua")
 
     async def apply_conference_status(
@@ -157,7 +155,7 @@ class RecordingBook:
 
     async def queue_conference_recording(
         self,
-        pipe: Pipeline,
+        pipe: RedisPipeline,
         b: str,
         conference_sid: str,
         *,

@@ -118,6 +118,7 @@ class Settings:
     log_format: Literal["text", "json"]
     worker: WorkerTuning
     sse_keepalive_s: int  # idle /api/events streams get a comment this often
+    event_stream_shards: int  # work streams (calls/shards.py); 1 = the original layout
     metrics_token: str | None  # set: /metrics wants "Authorization: Bearer <it>"
     lifecycle: LifecycleSettings
 
@@ -249,6 +250,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
             shutdown_grace_s=read.integer("SHUTDOWN_GRACE_SECONDS", 20, minimum=0),
         ),
         sse_keepalive_s=read.integer("SSE_KEEPALIVE_SECONDS", 15),
+        event_stream_shards=read.integer("EVENT_STREAM_SHARDS", 1),
         metrics_token=read.text("METRICS_TOKEN"),
         lifecycle=_lifecycle(read),
     )

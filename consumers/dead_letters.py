@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from calls import keys, stats
 from calls.events import Event, publish
+from calls.redis_client import RedisClient
 from calls.redis_values import entries
+from calls.shards import ShardMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,16 +22,23 @@ class DeadLetter:
 
 
 async def dead_letter(
-    redis: Redis, b: str, sid: str, *, reason: str, attempts: int, kind: str = "download"
+    redis: RedisClient,
+    shards: ShardMap,
+    b: str,
+    sid: str,
+    *,
+    reason: str,
+    attempts: int,
+    kind: str = "download",
 ) -> None:
     await redis.xadd(
         keys.DEAD_LETTERS,
         {"business_id": b, "sid": sid, "reason": reason, "attempts": attempts, "kind": kind},
     )
-    await stats.count(redis, "dead_letters")
+    await stats.count(redis, shards.of(b).stats, "dead_letters")
 
 
-async def list_dead_letters(redis: Redis, count: int = 100) -> list[DeadLetter]:
+async def list_dead_letters(redis: RedisClient, count: int = 100) -> list[DeadLetter]:
     out = []
     for entry_id, f in entries(await redis.xrange(keys.DEAD_LETTERS, count=count)):
         out.append(
@@ -47,8 +54,8 @@ async def list_dead_letters(redis: Redis, count: int = 100) -> list[DeadLetter]:
     return out
 
 
-async def requeue_dead_letter(redis: Redis, letter: DeadLetter) -> None:
+async def requeue_dead_letter(redis: RedisClient, shards: ShardMap, letter: DeadLetter) -> None:
     """Give a dead letter a fresh set of attempts and request it again."""
     await redis.hdel(keys.call(letter.business_id, letter.sid), "attempts", "reason")
-    await publish(redis, Event("request", letter.business_id, letter.sid, source="requeue"))
+    await publish(redis, shards, Event("request", letter.business_id, letter.sid, source="requeue"))
     await redis.xdel(keys.DEAD_LETTERS, letter.id)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from calls import shards
+from calls.redis_client import TRANSIENT, RedisClient, client_for, detect_cluster, is_cluster
 from calls.registry import CallRegistry
 from config.settings import Settings
 from ingest import (
@@ -36,6 +40,8 @@ from tenants.webhook_auth import WebhookAccounts
 # A request's commands answer at once: a Redis that stops answering fails the request
 # fast (503) instead of holding it. (redis-py 8's default too; said here, not assumed.)
 REQUEST_SOCKET_TIMEOUT_S = 5
+
+log = logging.getLogger(__name__)
 
 ROUTES = [
     Route("/", page.index, methods=["GET"]),
@@ -106,25 +112,76 @@ ROUTES = [
 ]
 
 
-def _client(url: str, socket_timeout_s: float) -> Redis:
-    return Redis.from_url(
-        url,
-        socket_timeout=socket_timeout_s,
-        health_check_interval=30,
-        socket_connect_timeout=2,
-        max_connections=512,
+def _clients(settings: Settings, *, cluster: bool) -> tuple[RedisClient, RedisClient]:
+    """The request client and the blocking-read client (its socket timeout outlasts
+    REQUEST_SOCKET_TIMEOUT_S and every SSE block)."""
+    assert settings.redis_url
+    redis = client_for(
+        settings.redis_url,
+        cluster=cluster,
+        purpose="web",
+        socket_timeout_s=REQUEST_SOCKET_TIMEOUT_S,
     )
+    blocking_redis = client_for(
+        settings.redis_url,
+        cluster=cluster,
+        purpose="web",
+        socket_timeout_s=status_events.read_socket_timeout_s(settings.sse_keepalive_s),
+    )
+    return redis, blocking_redis
+
+
+async def _settle(
+    app: Starlette, settings: Settings, subaccounts: SubaccountDirectory | None
+) -> None:
+    """Redis was unreachable at start: the web serves meanwhile (503s, /readyz not ready)
+    on single-server clients. Once Redis answers, register this process's shards and,
+    if the URL names a cluster node, switch to cluster clients."""
+    assert settings.redis_url
+    cluster = await detect_cluster(settings.redis_url)
+    state: AppState = app.state.callrec
+    if cluster:
+        redis, blocking_redis = _clients(settings, cluster=True)
+        accounts = AccountRegistry(redis, secret_box(settings))
+        app.state.callrec = replace(
+            state,
+            redis=redis,
+            blocking_redis=blocking_redis,
+            registry=CallRegistry(redis),
+            accounts=accounts,
+            webhook_accounts=WebhookAccounts(settings.twilio, accounts, subaccounts),
+        )
+        log.info("redis: a cluster; cluster clients from now on")
+    await register_until_done(app.state.callrec)
+    if cluster:
+        # Requests still running on the old clients fail over to 503 like an outage.
+        await state.blocking_redis.aclose()
+        await state.redis.aclose()
+
+
+async def register_until_done(state: AppState) -> None:
+    """Workers configured with another N read this process's shards too."""
+    delay_s = 0.1
+    while True:
+        try:
+            await shards.register(state.redis, state.shards)
+            return
+        except TRANSIENT as exc:
+            log.warning("redis unavailable (%s); shards not registered yet", exc)
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
 
 
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         assert settings.redis_url
-        redis = _client(settings.redis_url, REQUEST_SOCKET_TIMEOUT_S)
-        # A blocking read outlasts REQUEST_SOCKET_TIMEOUT_S: a client of its own.
-        blocking_redis = _client(
-            settings.redis_url, status_events.read_socket_timeout_s(settings.sse_keepalive_s)
-        )
+        try:
+            cluster: bool | None = await is_cluster(settings.redis_url)
+        except TRANSIENT as exc:
+            log.warning("redis unreachable at start (%s): serving 503s until it answers", exc)
+            cluster = None
+        redis, blocking_redis = _clients(settings, cluster=bool(cluster))
         store = open_store(settings)
         twilio = settings.twilio
         stopping = Stopping()
@@ -140,19 +197,29 @@ def create_app(settings: Settings) -> Starlette:
             redis=redis,
             blocking_redis=blocking_redis,
             registry=CallRegistry(redis),
+            shards=shards.ShardMap(settings.event_stream_shards),
             store=store,
             accounts=accounts,
             webhook_accounts=WebhookAccounts(twilio, accounts, subaccounts),
             stopping=stopping,
         )
+        settling = asyncio.create_task(
+            _settle(app, settings, subaccounts)
+            if cluster is None
+            else register_until_done(app.state.callrec)
+        )
         try:
             yield
         finally:
+            settling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await settling
+            state: AppState = app.state.callrec
             if subaccounts is not None:
                 await subaccounts.aclose()
             await store.close()
-            await blocking_redis.aclose()
-            await redis.aclose()
+            await state.blocking_redis.aclose()
+            await state.redis.aclose()
 
     middleware = []
     if settings.signed_urls is not None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
 from starlette.requests import Request
 
+from calls.redis_client import RedisClient
 from calls.registry import CallRegistry
+from calls.shards import ShardMap
 from config.settings import Settings
 from ingest.shutdown import Stopping
 from storage import RecordingStore
@@ -18,10 +19,11 @@ from tenants.webhook_auth import WebhookAccounts
 @dataclass(frozen=True, slots=True)
 class AppState:
     settings: Settings
-    redis: Redis
+    redis: RedisClient
     # Blocking reads (``XREAD BLOCK``) only: a socket timeout longer than the block.
-    blocking_redis: Redis
+    blocking_redis: RedisClient
     registry: CallRegistry
+    shards: ShardMap  # where each business's events and counters go
     store: RecordingStore
     accounts: AccountRegistry  # businesses' own Twilio accounts
     webhook_accounts: WebhookAccounts  # which token signs a business's webhook

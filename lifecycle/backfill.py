@@ -21,12 +21,12 @@ from datetime import date, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from calls import keys, sids
 from calls.errors import BadRequest
 from calls.recordings import RecordingMeta, parse_update
+from calls.redis_client import RedisClient
 from calls.redis_values import text_map
 from calls.registry import CallRegistry
 from lifecycle import backlog
@@ -139,7 +139,7 @@ def _digits(value: Any) -> str:
 class Backfill:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         registry: CallRegistry,
         twilio: TwilioRest,
         request: BackfillRequest,
@@ -314,4 +314,6 @@ class Backfill:
                     backlog.add(pipe, self._b, wanted)
                     pipe.hincrby(self._cursor_key, "downloads_queued", len(wanted))
                     await pipe.execute()
+                # The feeder's index is global (another slot on a cluster): after the MULTI.
+                await backlog.announce(self._redis, self._b)
                 progress.downloads_queued += len(wanted)

@@ -18,10 +18,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from calls import keys, stats
 from calls.errors import NotFound
+from calls.redis_client import RedisClient
 from calls.redis_values import text
 from calls.registry import CallRegistry
 from lifecycle.twilio_deletes import schedule
@@ -42,7 +41,7 @@ class ErasedCall:
 
 
 class Eraser:
-    def __init__(self, redis: Redis, registry: CallRegistry, store: RecordingStore) -> None:
+    def __init__(self, redis: RedisClient, registry: CallRegistry, store: RecordingStore) -> None:
         self._redis = redis
         self._registry = registry
         self._store = store

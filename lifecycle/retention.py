@@ -13,9 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from redis.asyncio import Redis
-
 from calls import keys
+from calls.redis_client import RedisClient
 from calls.redis_values import text
 from calls.registry import CallRegistry
 from lifecycle.erasure import Eraser
@@ -28,7 +27,7 @@ DAY_MS = 86_400_000
 class Retention:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         registry: CallRegistry,
         eraser: Eraser,
         *,

@@ -17,15 +17,13 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-
 from calls import keys, stats
 from calls.errors import TwilioApiError
+from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text
 from calls.registry import twilio_delete_entry
 from lifecycle.twilio_rest import TwilioRest
-from semaphore.scripts import lua_text
+from semaphore.scripts import plain
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +38,13 @@ ClientFor = Callable[[str], Awaitable[TwilioRest]]
 OnDeleted = Callable[[str, str, str], Awaitable[None]]
 
 
-def schedule(pipe: Pipeline, b: str, recording_sid: str, member: str) -> None:
+def schedule(pipe: RedisPipeline, b: str, recording_sid: str, member: str) -> None:
     """Queue the deletion of Twilio's copy on ``pipe`` (due at once; NX: a deletion
     already waiting out a backoff keeps its time)."""
     pipe.zadd(keys.TWILIO_DELETES, {twilio_delete_entry(b, recording_sid, member): 0}, nx=True)
 
 
-async def request_delete(redis: Redis, b: str, recording_sid: str, member: str) -> None:
+async def request_delete(redis: RedisClient, b: str, recording_sid: str, member: str) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         schedule(pipe, b, recording_sid, member)
         await pipe.execute()
@@ -55,7 +53,7 @@ async def request_delete(redis: Redis, b: str, recording_sid: str, member: str) 
 class TwilioDeleter:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         client_for: ClientFor,
         *,
         on_deleted: OnDeleted | None = None,
@@ -65,7 +63,7 @@ class TwilioDeleter:
         self._client_for = client_for
         self._on_deleted = on_deleted
         self._backoff_base_s = backoff_base_s
-        self._claim = redis.register_script(lua_text("lifecycle", "claim_due.lua"))
+        self._claim = plain(redis, "lifecycle", "claim_due.lua")
 
     async def run_due(self, limit: int = CLAIM_BATCH) -> int:
         """Send the DELETEs that are due; returns how many were attempted."""

@@ -8,10 +8,9 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
-
 from calls import keys
 from calls.errors import BadRequest
+from calls.redis_client import RedisClient
 from calls.redis_values import text_map, texts
 from calls.sids import ACCOUNT_SID
 from tenants.secrets import SecretBox, SecretsUnreadable
@@ -78,7 +77,7 @@ def parse_account(data: Mapping[str, object], regions: Collection[str]) -> Twili
 class AccountRegistry:
     """Per business ``tw_account:{b}``; ``tw_accounts`` indexes the businesses for operators."""
 
-    def __init__(self, redis: Redis, box: SecretBox | None) -> None:
+    def __init__(self, redis: RedisClient, box: SecretBox | None) -> None:
         self._redis = redis
         self._box = box
 

@@ -7,13 +7,12 @@ cluster: no claim spans two keys atomically)."""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from calls import keys
+from calls.redis_client import RedisClient
 from calls.redis_values import text
 
 
-async def claim(redis: Redis, b: str, *sids: str) -> bool:
+async def claim(redis: RedisClient, b: str, *sids: str) -> bool:
     """Claim every SID for ``b``; True when each one is ``b``'s (new or already). A
     partial claim (one SID new, another foreign) keeps the new one: it is ``b``'s either
     way, as no other business registered it first."""
@@ -29,6 +28,6 @@ async def claim(redis: Redis, b: str, *sids: str) -> bool:
     return all(owner == b for owner in owners)
 
 
-async def owner_of(redis: Redis, sid: str) -> str | None:
+async def owner_of(redis: RedisClient, sid: str) -> str | None:
     value = await redis.get(keys.owner(sid))
     return None if value is None else text(value)

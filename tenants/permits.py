@@ -23,11 +23,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from calls import keys
-from semaphore.scripts import lua_text
+from calls.redis_client import RedisClient
+from semaphore.scripts import Script, lua_text
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class _Waiters:
 class AccountPermits:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         max_per_account: int,
         lease_ms: int = LEASE_MS,
@@ -99,7 +99,7 @@ class AccountPermits:
         self.proc = proc or process_id()
         self._counter = itertools.count(1)
         self._scripts = {
-            op: redis.register_script(_script(op))
+            op: Script(redis, _script(op))
             for op in ("acquire", "poll", "requeue", "release", "cancel")
         }
         self._waiting: dict[str, _Waiters] = {}
@@ -233,7 +233,7 @@ class AccountUsage:
     throttled: int
 
 
-async def usage(redis: Redis, max_per_account: int) -> list[AccountUsage]:
+async def usage(redis: RedisClient, max_per_account: int) -> list[AccountUsage]:
     """Every account requests went to: permits in flight (live leases only), the
     effective limit and the 429s seen; for /metrics and ``callrec status``. Two
     pipelined round trips, however many accounts."""
