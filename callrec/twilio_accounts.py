@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from calls.redis_client import connect
-
 from calls.errors import CallrecError
+from calls.redis_client import connect
 from config.settings import Settings
 from tenants.accounts import AccountRegistry, parse_account
 from tenants.secrets import new_key, secret_box
