@@ -20,13 +20,13 @@ browser's ``EventSource`` reconnects, gets a 401 and the page asks for a new tok
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
 import re
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -52,6 +52,12 @@ SOCKET_MARGIN_S = 10
 def read_socket_timeout_s(keepalive_s: int) -> int:
     """The socket timeout of the client that reads for streams: longer than any block."""
     return keepalive_s + SOCKET_MARGIN_S
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Collect an abandoned read's outcome, so nothing is reported as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _block_ms(keepalive_s: int, expires_at: float) -> int:
@@ -129,10 +135,11 @@ async def _events(
             )
             await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not read.done():
-                # The process is stopping: end the stream; the client resumes elsewhere.
+                # The process is stopping: end the stream now; the client resumes elsewhere.
+                # Not awaiting the cancelled read: redis-py can swallow a cancel that lands
+                # mid-command and finish its whole block first, holding up the shutdown.
                 read.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await read
+                read.add_done_callback(_retrieve)
                 return
             try:
                 reply = read.result()
