@@ -25,6 +25,7 @@ from consumers import handlers, maintenance, shard_upkeep
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.download_job import run_download
+from consumers.live_sweep import LiveSweep
 from consumers.entries import InvalidEntry, describe, describe_fields, note_failure, parse_entry
 from lifecycle.loops import start_loops as start_lifecycle_loops
 
@@ -76,6 +77,7 @@ class Worker:
         # Where the Twilio response counters (no business of their own) are flushed: any
         # shard's hash will do, the exporter sums them all.
         self._home_stats = ctx.shards.of(ctx.consumer).stats
+        self.sweep = LiveSweep()
 
     async def ensure_group(self, shard: Shard | None = None) -> None:
         stream = (shard or self.ctx.shards.current[0]).events
@@ -275,6 +277,8 @@ class Worker:
         for shard in self.shards:
             await self.ensure_group(shard)
         self._sync_readers()
+        # Before the reconcilers: a business the index had lost is reconciled this tick.
+        await self.sweep.tick(self.ctx.redis, self.ctx.shards)
         for shard in self.shards:
 
             async def handle(eid: str, fields: Mapping[Any, Any], shard: Shard = shard) -> bool:
