@@ -25,8 +25,8 @@ from consumers import handlers, maintenance, shard_upkeep
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.download_job import run_download
-from consumers.live_sweep import LiveSweep
 from consumers.entries import InvalidEntry, describe, describe_fields, note_failure, parse_entry
+from consumers.live_sweep import LiveSweep
 from lifecycle.loops import start_loops as start_lifecycle_loops
 
 log = logging.getLogger(__name__)

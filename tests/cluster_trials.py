@@ -29,7 +29,8 @@ from redis.cluster import RedisCluster
 
 from callrec.embedded_cluster import EmbeddedCluster
 from calls import keys
-from calls.redis_values import texts
+from calls.redis_values import text_map, texts
+from calls.shards import ShardMap
 from tests.helpers import play, register
 from tests.stack import Stack, wait_for
 from twilio_sim import SimRecording, Simulator, media_bytes
@@ -157,7 +158,8 @@ def run_trial(
             time.sleep(0.05)
         stored = [rec for rec in recs if _complete(paths[rec.call_sid], rec)]
         if len(stored) < len(recs):
-            print(_state_of_lost(stack.redis_url, [r for r in recs if r not in stored]), flush=True)
+            lost = [r for r in recs if r not in stored]
+            print(_state_of_lost(stack.redis_url, lost), flush=True)
     finally:
         sampler.halt.set()
         sampler.join()
@@ -176,8 +178,6 @@ def run_trial(
 
 def _state_of_lost(url: str, lost: list[SimRecording]) -> str:
     """What Redis holds for requests never served: the failure message's evidence."""
-    from calls.shards import ShardMap
-
     shard_map = ShardMap(int(CLUSTER_ENV["EVENT_STREAM_SHARDS"]))
     client = RedisCluster.from_url(url, decode_responses=True)
     lines = []
@@ -188,15 +188,16 @@ def _state_of_lost(url: str, lost: list[SimRecording]) -> str:
                 f"LOST business={b} queue={client.lrange(keys.queue(b), 0, -1)} "
                 f"queued={client.smembers(keys.queued(b))} slots={client.smembers(keys.slots(b))} "
                 f"pending={client.smembers(keys.pending(b))} "
-                f"live={client.hget(shard.live, b)} delayed={client.zrange(shard.delayed, 0, -1)}"
+                f"live={client.hget(shard.live, b)!r} delayed={client.zrange(shard.delayed, 0, -1)}"
             )
         for r in lost:
             lines.append(
                 f"LOST call={r.call_sid} business={r.business_id} "
-                f"{client.hgetall(keys.call(r.business_id, r.call_sid))}"
+                f"{text_map(client.hgetall(keys.call(r.business_id, r.call_sid)))}"
             )
         for shard in shard_map.current:
-            lines.append(f"LOST stream={shard.events} pending={client.xpending(shard.events, 'workers')}")
+            pending = client.xpending(shard.events, keys.EVENTS_GROUP)
+            lines.append(f"LOST stream={shard.events} pending={pending}")
     finally:
         client.close()
     return "\n".join(lines)

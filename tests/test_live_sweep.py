@@ -13,8 +13,8 @@ import pytest
 from calls import keys, live_businesses
 from calls.events import Event
 from calls.redis_client import RedisClient, primary_names
-from calls.registry import CallRegistry
 from calls.redis_values import texts
+from calls.registry import CallRegistry
 from calls.shards import ShardMap
 from config.settings import load_settings
 from consumers.context import WorkerContext
