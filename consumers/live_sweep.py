@@ -26,7 +26,7 @@ import logging
 from dataclasses import dataclass, field
 
 from calls import keys, live_businesses
-from calls.redis_client import RedisClient, primary_names, scan_primary
+from calls.redis_client import RedisClient, is_transient, primary_names, scan_primary
 from calls.shards import ShardMap
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ SCAN_COUNT = 1000
 class SweepTick:
     """What one tick did (for tests and the operator's log)."""
 
-    primaries: int = 0
+    primaries: int = 0  # primaries walked (one failing over is skipped)
     keys_found: int = 0
     renoted: list[str] = field(default_factory=list)
     passes_completed: int = 0  # primaries whose walk came back to cursor 0 this tick
@@ -60,16 +60,24 @@ class LiveSweep:
         self.cursors = {name: c for name, c in self.cursors.items() if name in primaries}
         found: set[str] = set()
         for name in primaries:
-            cursor, matched = await scan_primary(
-                redis,
-                name,
-                self.cursors.get(name, 0),
-                match=keys.LIVE_WORK_MATCH,
-                count=self.scan_count,
-            )
+            try:
+                cursor, matched = await scan_primary(
+                    redis,
+                    name,
+                    self.cursors.get(name, 0),
+                    match=keys.LIVE_WORK_MATCH,
+                    count=self.scan_count,
+                )
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # That primary is failing over: the others are walked, it is next tick.
+                log.info("live sweep: primary %s unavailable (%s)", name, exc)
+                continue
             self.cursors[name] = cursor
             result.primaries += 1
-            result.passes_completed += cursor == 0
+            if cursor == 0:
+                result.passes_completed += 1
             for key in matched:
                 b = keys.business_with_work(key)
                 if b is not None:

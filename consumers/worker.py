@@ -277,8 +277,6 @@ class Worker:
         for shard in self.shards:
             await self.ensure_group(shard)
         self._sync_readers()
-        # Before the reconcilers: a business the index had lost is reconciled this tick.
-        await self.sweep.tick(self.ctx.redis, self.ctx.shards)
         for shard in self.shards:
 
             async def handle(eid: str, fields: Mapping[Any, Any], shard: Shard = shard) -> bool:
@@ -287,6 +285,9 @@ class Worker:
             await maintenance.claim_stale(self.ctx, handle, self.claim_min_idle_ms, shard=shard)
             await maintenance.reconcile_all(self.ctx, shard=shard, registered=self.shards)
             await maintenance.trim_events(self.ctx, shard=shard)
+        # Last, so it never holds the reconcilers up: a business it puts back in the index
+        # is reconciled on the next tick.
+        await self.sweep.tick(self.ctx.redis, self.ctx.shards)
 
     async def _promote_retries(self) -> None:
         for shard in self.shards:
