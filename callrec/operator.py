@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from calls import keys, live_businesses
+from calls.redis_client import RedisClient, connect
 from calls.redis_values import texts
 from config.settings import Settings
 from consumers.dead_letters import list_dead_letters, requeue_dead_letter
 
 
-def _connect(settings: Settings) -> Redis:
-    assert settings.redis_url
-    return Redis.from_url(settings.redis_url)
+async def _connect(settings: Settings) -> RedisClient:
+    return await connect(settings, purpose="operator")
 
 
 async def print_status(settings: Settings, business: str | None) -> int:
-    redis = _connect(settings)
+    redis = await _connect(settings)
     try:
         if business:
             businesses = [business]
@@ -52,7 +51,7 @@ async def print_status(settings: Settings, business: str | None) -> int:
 
 
 async def dead_letters(settings: Settings, *, requeue: bool, entry_id: str | None) -> int:
-    redis = _connect(settings)
+    redis = await _connect(settings)
     try:
         letters = await list_dead_letters(redis, count=1000)
         if entry_id:

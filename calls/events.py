@@ -19,10 +19,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-
 from calls import keys
+from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text_map
 
 Kind = Literal["request", "start", "done"]
@@ -60,7 +58,7 @@ class Event:
         )
 
 
-def add_events(pipe: Pipeline, *events: Event) -> None:
+def add_events(pipe: RedisPipeline, *events: Event) -> None:
     """Queue ``events`` on ``pipe``, for callers that batch them with other commands."""
     # No MAXLEN here: trimming could drop entries nobody has acknowledged yet; the
     # worker's reconciler trims below the oldest pending entry instead.
@@ -68,7 +66,7 @@ def add_events(pipe: Pipeline, *events: Event) -> None:
         pipe.xadd(keys.EVENTS, event.fields())  # type: ignore[arg-type]
 
 
-async def publish(redis: Redis, *events: Event) -> None:
+async def publish(redis: RedisClient, *events: Event) -> None:
     if len(events) == 1:
         await redis.xadd(keys.EVENTS, events[0].fields())  # type: ignore[arg-type]
         return
@@ -77,5 +75,5 @@ async def publish(redis: Redis, *events: Event) -> None:
         await pipe.execute()
 
 
-async def request_download(redis: Redis, business_id: str, sid: str, source: str) -> None:
+async def request_download(redis: RedisClient, business_id: str, sid: str, source: str) -> None:
     await publish(redis, Event("request", business_id, sid, source=source))

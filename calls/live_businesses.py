@@ -19,9 +19,8 @@ worker handles it again notes the business then.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from calls.keys import LEGACY_BUSINESSES, LIVE_BUSINESSES
+from calls.redis_client import RedisClient
 from calls.redis_values import text_map, texts
 from semaphore.scripts import lua_text
 
@@ -29,24 +28,24 @@ from semaphore.scripts import lua_text
 ADOPT_BATCH = 1000
 
 
-async def note(redis: Redis, b: str) -> None:
+async def note(redis: RedisClient, b: str) -> None:
     """``b`` may have work now: keep it in the index (call after the slot script)."""
     await redis.hincrby(LIVE_BUSINESSES, b, 1)
 
 
-async def generations(redis: Redis) -> dict[str, str]:
+async def generations(redis: RedisClient) -> dict[str, str]:
     """Every indexed business and its generation, for :func:`forget_if_unchanged`."""
     return text_map(await redis.hgetall(LIVE_BUSINESSES))
 
 
-async def forget_if_unchanged(redis: Redis, b: str, generation: str) -> bool:
+async def forget_if_unchanged(redis: RedisClient, b: str, generation: str) -> bool:
     """Drop ``b`` (found idle) unless work was noted for it since ``generation``."""
     script = redis.register_script(lua_text("calls", "forget_business.lua"))
     dropped = await script(keys=[LIVE_BUSINESSES], args=[b, generation])
     return int(dropped) == 1
 
 
-async def adopt_legacy(redis: Redis) -> int:
+async def adopt_legacy(redis: RedisClient) -> int:
     """Move businesses from the pre-upgrade index into this one (the reconciler then
     drops the idle ones); returns how many were moved."""
     moved = texts(await redis.spop(LEGACY_BUSINESSES, ADOPT_BATCH) or [])

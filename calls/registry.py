@@ -14,10 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from calls import keys, sids
 from calls.errors import BadRequest
+from calls.redis_client import RedisClient
 from calls.redis_values import text, text_map
 from semaphore.scripts import lua_text, register
 
@@ -115,7 +114,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 
 
 class CallRegistry:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         self._call_status = redis.register_script(lua_text("calls", "call_status.lua"))
         self._recording_status = register(redis, "calls", "recording_status.lua")

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import bisect
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-
 from calls.keys import STATS
+from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text_map
 
 DOWNLOAD_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -45,12 +43,12 @@ def bucket_field(prefix: str, bounds: tuple[float, ...], value: float) -> str:
     return f"{prefix}:{bounds[i]}" if i < len(bounds) else f"{prefix}:inf"
 
 
-async def count(redis: Redis, field: str, by: int = 1) -> None:
+async def count(redis: RedisClient, field: str, by: int = 1) -> None:
     await redis.hincrby(STATS, field, by)
 
 
 def add_download_observation(
-    pipe: Pipeline, outcome: str, seconds: float, size_bytes: int | None = None
+    pipe: RedisPipeline, outcome: str, seconds: float, size_bytes: int | None = None
 ) -> None:
     """Queue the counters of one finished download attempt on ``pipe`` (the caller
     executes it); ``size_bytes`` when it stored a file from Twilio."""
@@ -63,13 +61,13 @@ def add_download_observation(
 
 
 async def observe_download(
-    redis: Redis, outcome: str, seconds: float, size_bytes: int | None = None
+    redis: RedisClient, outcome: str, seconds: float, size_bytes: int | None = None
 ) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         add_download_observation(pipe, outcome, seconds, size_bytes)
         await pipe.execute()
 
 
-async def snapshot(redis: Redis) -> dict[str, float]:
+async def snapshot(redis: RedisClient) -> dict[str, float]:
     raw = await redis.hgetall(STATS)
     return {k: float(v) for k, v in text_map(raw).items()}

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
+from calls.redis_client import RedisClient
 from calls.registry import CallRegistry
 from config.settings import Settings
 from consumers.twilio_media import TwilioMedia
@@ -16,7 +15,7 @@ from storage import RecordingStore
 @dataclass(frozen=True, slots=True)
 class WorkerContext:
     settings: Settings
-    redis: Redis
+    redis: RedisClient
     slots: Slots
     registry: CallRegistry
     store: RecordingStore

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from calls import keys, stats
 from calls.events import Event, publish
+from calls.redis_client import RedisClient
 from calls.redis_values import entries
 
 
@@ -22,7 +21,7 @@ class DeadLetter:
 
 
 async def dead_letter(
-    redis: Redis, b: str, sid: str, *, reason: str, attempts: int, kind: str = "download"
+    redis: RedisClient, b: str, sid: str, *, reason: str, attempts: int, kind: str = "download"
 ) -> None:
     await redis.xadd(
         keys.DEAD_LETTERS,
@@ -31,7 +30,7 @@ async def dead_letter(
     await stats.count(redis, "dead_letters")
 
 
-async def list_dead_letters(redis: Redis, count: int = 100) -> list[DeadLetter]:
+async def list_dead_letters(redis: RedisClient, count: int = 100) -> list[DeadLetter]:
     out = []
     for entry_id, f in entries(await redis.xrange(keys.DEAD_LETTERS, count=count)):
         out.append(
@@ -47,7 +46,7 @@ async def list_dead_letters(redis: Redis, count: int = 100) -> list[DeadLetter]:
     return out
 
 
-async def requeue_dead_letter(redis: Redis, letter: DeadLetter) -> None:
+async def requeue_dead_letter(redis: RedisClient, letter: DeadLetter) -> None:
     """Give a dead letter a fresh set of attempts and request it again."""
     await redis.hdel(keys.call(letter.business_id, letter.sid), "attempts", "reason")
     await publish(redis, Event("request", letter.business_id, letter.sid, source="requeue"))

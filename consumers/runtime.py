@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from redis.asyncio import Redis
-
 from calls import stats
+from calls.redis_client import connect
 from calls.registry import CallRegistry
 from config.settings import Settings
 from consumers.context import WorkerContext
@@ -30,7 +29,7 @@ async def build_worker(
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=FILE_THREADS, thread_name_prefix="files")
     )
-    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    redis = await connect(settings, purpose="worker")
 
     async def count_twilio_response(status: str) -> None:
         await stats.count(redis, stats.twilio_field(status))

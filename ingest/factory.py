@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
+from calls.redis_client import connect
 from calls.registry import CallRegistry
 from config.settings import Settings
 from ingest import calls_api, health, metrics, page, playback, status_events, webhooks
@@ -40,13 +40,7 @@ ROUTES = [
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        assert settings.redis_url
-        redis = Redis.from_url(
-            settings.redis_url,
-            health_check_interval=30,
-            socket_connect_timeout=2,
-            max_connections=512,
-        )
+        redis = await connect(settings, purpose="web")
         store = open_store(settings)
         token = settings.twilio.auth_token
         stopping = Stopping()

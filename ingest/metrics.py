@@ -33,13 +33,13 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from calls import keys, live_businesses, stats
 from calls.digits import ascii_digits
+from calls.redis_client import RedisClient
 from ingest.state import app_state
 
 TOP_BUSINESSES = 20
@@ -154,7 +154,7 @@ def _histogram(
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=c.get(f"{prefix}:sum", 0.0))
 
 
-async def _per_business(redis: Redis) -> list[tuple[str, int, int]]:
+async def _per_business(redis: RedisClient) -> list[tuple[str, int, int]]:
     businesses = list(await live_businesses.generations(redis))
     async with redis.pipeline(transaction=False) as pipe:
         for b in businesses:
@@ -164,7 +164,7 @@ async def _per_business(redis: Redis) -> list[tuple[str, int, int]]:
     return [(b, int(counts[2 * i]), int(counts[2 * i + 1])) for i, b in enumerate(businesses)]
 
 
-async def _stream_figures(redis: Redis) -> tuple[int, int]:
+async def _stream_figures(redis: RedisClient) -> tuple[int, int]:
     try:
         groups = await redis.xinfo_groups(keys.EVENTS)
     except ResponseError:  # no stream yet

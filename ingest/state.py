@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
 from starlette.requests import Request
 from twilio.request_validator import RequestValidator
 
+from calls.redis_client import RedisClient
 from calls.registry import CallRegistry
 from config.settings import Settings
 from ingest.shutdown import Stopping
@@ -17,7 +17,7 @@ from storage import RecordingStore
 @dataclass(frozen=True, slots=True)
 class AppState:
     settings: Settings
-    redis: Redis
+    redis: RedisClient
     registry: CallRegistry
     store: RecordingStore
     validator: RequestValidator | None  # None when TWILIO_AUTH_TOKEN is unset

@@ -22,13 +22,13 @@ import logging
 import re
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from calls import keys
 from calls.digits import ascii_digits
+from calls.redis_client import RedisClient
 from calls.redis_values import entries, stream_entries
 from ingest.auth import business_of
 from ingest.state import app_state
@@ -61,7 +61,7 @@ def _frame(entry_id: str, fields: dict[str, str]) -> bytes:
     return f"id: {entry_id}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
 
 
-async def _start_id(redis: Redis, stream: str, resume: str | None) -> tuple[str, bool]:
+async def _start_id(redis: RedisClient, stream: str, resume: str | None) -> tuple[str, bool]:
     """Where to read from, and whether the client may have missed trimmed entries."""
     newest = entries(await redis.xrevrange(stream, count=1))
     newest_id = newest[0][0] if newest else "0-0"
@@ -77,7 +77,7 @@ async def _start_id(redis: Redis, stream: str, resume: str | None) -> tuple[str,
 
 async def _events(
     request: Request,
-    redis: Redis,
+    redis: RedisClient,
     stream: str,
     last_id: str,
     gap: bool,

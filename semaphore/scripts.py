@@ -11,8 +11,9 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from calls.redis_client import RedisClient
 
 
 def lua_text(package: str, name: str) -> str:
@@ -25,5 +26,5 @@ def with_prelude(package: str, name: str) -> str:
     return lua_text("semaphore", "prelude.lua") + "\n" + lua_text(package, name)
 
 
-def register(redis: Redis, package: str, name: str) -> AsyncScript:
+def register(redis: RedisClient, package: str, name: str) -> AsyncScript:
     return redis.register_script(with_prelude(package, name))

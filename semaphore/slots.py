@@ -13,9 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from redis.asyncio import Redis
-
 from calls import keys
+from calls.redis_client import RedisClient
 from calls.redis_values import text
 from semaphore.scripts import lua_text, register
 
@@ -65,7 +64,9 @@ class SlotResult:
 class Slots:
     """Admission, release-and-promote and lease renewal for every business."""
 
-    def __init__(self, redis: Redis, *, max_slots: int, lease_ms: int, queued_ttl_ms: int) -> None:
+    def __init__(
+        self, redis: RedisClient, *, max_slots: int, lease_ms: int, queued_ttl_ms: int
+    ) -> None:
         self._redis = redis
         self.max_slots = max_slots
         self.lease_ms = lease_ms

@@ -1,0 +1,126 @@
+"""Every Redis client callrec opens, built in one place.
+
+``REDIS_URL`` names one server or any node of a Redis Cluster / Valkey cluster; which one
+is found out at start (``INFO cluster``), and the same code then runs on either client:
+redis-py's :class:`~redis.asyncio.Redis` or its :class:`~redis.asyncio.cluster.RedisCluster`
+(which follows MOVED and ASK, and retries TRYAGAIN and CLUSTERDOWN a few times itself).
+
+What survives those few retries (a failover that takes longer, a slot migration in
+progress) reaches the caller as one of :data:`TRANSIENT`: the callers treat it like a
+connection error (retry later, leave the stream entry pending), never as fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Literal, TypeAlias
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RedisClient: TypeAlias = Redis | RedisCluster
+RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
+
+# Who the client is for; each gets the pool and timeouts its use needs.
+#   web      the web process: many concurrent requests, fail fast on connect
+#   worker   a worker's commands (scripts, acks, maintenance)
+#   reader   blocking stream reads (XREADGROUP BLOCK): a socket timeout longer than any
+#            block callrec asks for, so a quiet stream is not mistaken for a dead server
+#   operator one-shot CLI commands
+Purpose = Literal["web", "worker", "reader", "operator"]
+
+# The longest BLOCK any callrec reader uses is well under this (consumers/worker.py,
+# ingest/status_events.py).
+READER_SOCKET_TIMEOUT_S = 30.0
+PROBE_FIRST_S = 0.1
+PROBE_MAX_S = 5.0
+
+# Errors that mean "not now": the server or the cluster's layout is changing (a
+# failover, a slot migration, a restart). redis-py's TimeoutError is not the builtin.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+    OSError,
+    ClusterError,  # the cluster client's retries ran out ("TTL exhausted")
+    ClusterDownError,  # CLUSTERDOWN, MASTERDOWN
+    TryAgainError,  # TRYAGAIN: a multi-key command during a slot migration
+    AskError,  # ASK / MOVED the client could not follow
+    ReadOnlyError,  # a write reached a primary demoted by a failover
+    RedisClusterException,  # no node covers the slot (yet), the layout is being read
+)
+# A script that touched a key the node no longer holds (a slot migrating mid-script;
+# scripts read every such key before their first write, so nothing was written).
+_TRANSIENT_REPLIES = ("non local key", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK ", "READONLY")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Would the same command succeed later, once the server or the cluster settles?"""
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, ResponseError) and any(r in str(exc) for r in _TRANSIENT_REPLIES)
+
+
+def _options(purpose: Purpose) -> dict[str, Any]:
+    if purpose == "web":
+        return {"health_check_interval": 30, "socket_connect_timeout": 2, "max_connections": 512}
+    if purpose == "worker":
+        return {"health_check_interval": 30}
+    if purpose == "reader":
+        return {"health_check_interval": 30, "socket_timeout": READER_SOCKET_TIMEOUT_S}
+    return {}
+
+
+async def is_cluster(url: str) -> bool:
+    """Does ``url`` name a node of a cluster? Asks the node (``INFO cluster``)."""
+    probe = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        info = await probe.info("cluster")
+    finally:
+        await probe.aclose()
+    return int(info.get("cluster_enabled", 0)) == 1
+
+
+async def detect_cluster(url: str) -> bool:
+    """:func:`is_cluster`, waiting with backoff while the server is unreachable: a
+    process started before its Redis (or during a restart) waits instead of exiting."""
+    delay_s = PROBE_FIRST_S
+    while True:
+        try:
+            return await is_cluster(url)
+        except TRANSIENT as exc:
+            log.warning("redis unreachable (%s); retrying in %.1fs", exc, delay_s)
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, PROBE_MAX_S)
+
+
+def client_for(url: str, *, cluster: bool, purpose: Purpose) -> RedisClient:
+    """A client for ``url``, once it is known whether it names a cluster."""
+    options = _options(purpose)
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    return Redis.from_url(url, **options)
+
+
+async def connect(settings: Settings, *, purpose: Purpose) -> RedisClient:
+    """The client a ``purpose`` uses for ``settings.redis_url``, cluster or not."""
+    assert settings.redis_url
+    cluster = await detect_cluster(settings.redis_url)
+    return client_for(settings.redis_url, cluster=cluster, purpose=purpose)
