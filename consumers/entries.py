@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, get_args
 
-from redis.asyncio import Redis
-
 from calls import keys, sids
 from calls.errors import BadRequest
 from calls.events import Event
+from calls.redis_client import RedisClient
 from calls.redis_values import text
 from semaphore.slots import Outcome
 
@@ -60,14 +59,14 @@ def _bounded(reason: str) -> str:
     return reason if len(reason) <= REASON_MAX_CHARS else reason[: REASON_MAX_CHARS - 3] + "..."
 
 
-async def note_failure(redis: Redis, entry_id: str, reason: str) -> None:
+async def note_failure(redis: RedisClient, entry_id: str, reason: str) -> None:
     await redis.set(keys.entry_error(entry_id), reason, ex=ENTRY_ERROR_TTL_S)
 
 
-async def last_failure(redis: Redis, entry_id: str) -> str | None:
+async def last_failure(redis: RedisClient, entry_id: str) -> str | None:
     raw = await redis.get(keys.entry_error(entry_id))
     return None if raw is None else text(raw)
 
 
-async def forget_failure(redis: Redis, entry_id: str) -> None:
+async def forget_failure(redis: RedisClient, entry_id: str) -> None:
     await redis.delete(keys.entry_error(entry_id))
