@@ -23,6 +23,7 @@ dev-s3: install
 ## The test suite (what CI runs): lint, types, then pytest against real Redis and HTTP.
 test: install
 	tests/install-browser.sh
+	tests/install-redis-tls.sh
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q

@@ -67,3 +67,9 @@ class DownloadError(CallrecError):
 
 class LeaseLost(CallrecError):
     """This worker no longer holds the slot it was downloading under (fencing)."""
+
+
+class RedisTlsError(CallrecError):
+    """The TLS handshake with Redis failed for a reason waiting will not fix (a certificate
+    the configured CA does not sign, a server that does not speak TLS): the process stops
+    at start with this one line instead of retrying forever."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any, Literal, TypeAlias
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -31,7 +33,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from config.settings import Settings
+from calls.errors import RedisTlsError
+from config.settings import RedisTls, Settings
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,35 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and any(r in str(exc) for r in _TRANSIENT_REPLIES)
 
 
+NO_TLS = RedisTls(ca_file=None, verify=True)
+# Handshake failures that are the server going away mid-handshake (a restart), not a
+# certificate or protocol mismatch: those stay transient.
+_SSL_GONE = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def tls_options(url: str, tls: RedisTls) -> dict[str, Any]:
+    """redis-py's TLS arguments for ``url`` (none for ``redis://``)."""
+    if not url.startswith("rediss://"):
+        return {}
+    options: dict[str, Any] = {
+        "ssl_cert_reqs": "required" if tls.verify else "none",
+        "ssl_check_hostname": tls.verify,
+    }
+    if tls.ca_file is not None:
+        options["ssl_ca_certs"] = str(tls.ca_file)
+    return options
+
+
+def tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a redis-py connection error, if it is one waiting won't fix."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) and not isinstance(seen, _SSL_GONE):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _options(purpose: Purpose) -> dict[str, Any]:
     if purpose == "web":
         return {"health_check_interval": 30, "socket_connect_timeout": 2, "max_connections": 512}
@@ -88,9 +120,9 @@ def _options(purpose: Purpose) -> dict[str, Any]:
     return {}
 
 
-async def is_cluster(url: str) -> bool:
+async def is_cluster(url: str, tls: RedisTls = NO_TLS) -> bool:
     """Does ``url`` name a node of a cluster? Asks the node (``INFO cluster``)."""
-    probe = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    probe = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, **tls_options(url, tls))
     try:
         info = await probe.info("cluster")
     finally:
@@ -98,22 +130,43 @@ async def is_cluster(url: str) -> bool:
     return int(info.get("cluster_enabled", 0)) == 1
 
 
-async def detect_cluster(url: str) -> bool:
+async def detect_cluster(url: str, tls: RedisTls = NO_TLS) -> bool:
     """:func:`is_cluster`, waiting with backoff while the server is unreachable: a
-    process started before its Redis (or during a restart) waits instead of exiting."""
+    process started before its Redis (or during a restart) waits instead of exiting.
+    A refused certificate is :class:`~calls.errors.RedisTlsError` at once."""
     delay_s = PROBE_FIRST_S
     while True:
         try:
-            return await is_cluster(url)
+            return await is_cluster(url, tls)
         except TRANSIENT as exc:
+            refused = tls_failure(exc)
+            if refused is not None:
+                raise RedisTlsError(_tls_advice(url, tls, refused)) from exc
             log.warning("redis unreachable (%s); retrying in %.1fs", exc, delay_s)
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, PROBE_MAX_S)
 
 
-def client_for(url: str, *, cluster: bool, purpose: Purpose) -> RedisClient:
+def _tls_advice(url: str, tls: RedisTls, refused: ssl.SSLError) -> str:
+    reason = getattr(refused, "verify_message", None) or refused.reason or str(refused)
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or 6379}"  # never the password
+    if isinstance(refused, ssl.SSLCertVerificationError):
+        signer = (
+            f"REDIS_TLS_CA_FILE {tls.ca_file} does not sign it"
+            if tls.ca_file
+            else "no CA the system trusts signs it"
+        )
+        return (
+            f"Redis TLS certificate of {where} refused ({reason}): {signer};"
+            " set REDIS_TLS_CA_FILE to its CA, or REDIS_TLS_VERIFY=false to accept it unchecked"
+        )
+    return f"Redis TLS handshake with {where} failed ({reason}): is it a TLS port?"
+
+
+def client_for(url: str, *, cluster: bool, purpose: Purpose, tls: RedisTls = NO_TLS) -> RedisClient:
     """A client for ``url``, once it is known whether it names a cluster."""
-    options = _options(purpose)
+    options = {**_options(purpose), **tls_options(url, tls)}
     if cluster:
         return RedisCluster.from_url(url, **options)
     return Redis.from_url(url, **options)
@@ -122,5 +175,5 @@ def client_for(url: str, *, cluster: bool, purpose: Purpose) -> RedisClient:
 async def connect(settings: Settings, *, purpose: Purpose) -> RedisClient:
     """The client a ``purpose`` uses for ``settings.redis_url``, cluster or not."""
     assert settings.redis_url
-    cluster = await detect_cluster(settings.redis_url)
-    return client_for(settings.redis_url, cluster=cluster, purpose=purpose)
+    cluster = await detect_cluster(settings.redis_url, settings.redis_tls)
+    return client_for(settings.redis_url, cluster=cluster, purpose=purpose, tls=settings.redis_tls)

@@ -7,6 +7,7 @@ and hand the result to whatever they build.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,14 @@ class S3Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisTls:
+    """How a ``rediss://`` URL's certificate is checked (unused for ``redis://``)."""
+
+    ca_file: Path | None  # None: the system's trusted CAs
+    verify: bool  # False accepts any certificate (a managed Redis's self-signed one)
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerTuning:
     """Knobs beyond the contract; defaults suit production, tests shorten them."""
 
@@ -53,6 +62,7 @@ class WorkerTuning:
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str | None
+    redis_tls: RedisTls
     twilio: TwilioSettings
     public_base_url: str | None
     jwt_secret: str | None
@@ -122,6 +132,27 @@ class _Reader:
         return raw
 
 
+def _redis_tls(read: _Reader, redis_url: str | None) -> RedisTls:
+    ca_raw = read.text("REDIS_TLS_CA_FILE")
+    tls = RedisTls(
+        ca_file=Path(ca_raw) if ca_raw else None, verify=read.flag("REDIS_TLS_VERIFY", True)
+    )
+    if tls.ca_file is None:
+        return tls
+    if redis_url and not redis_url.startswith("rediss://"):
+        # A CA given for a plain URL means the operator expects TLS that would not happen.
+        raise SettingsError("REDIS_TLS_CA_FILE is set but REDIS_URL is not a rediss:// URL")
+    if not tls.ca_file.is_file():
+        raise SettingsError(f"REDIS_TLS_CA_FILE {tls.ca_file} does not exist")
+    try:
+        ssl.create_default_context(cafile=str(tls.ca_file))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise SettingsError(
+            f"REDIS_TLS_CA_FILE {tls.ca_file} is not a PEM CA certificate ({exc})"
+        ) from None
+    return tls
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str] = ()) -> Settings:
     """Read every variable once; ``require`` names those this process cannot run without."""
     read = _Reader(os.environ if env is None else env)
@@ -143,8 +174,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
             region=region or ("auto" if endpoint_url else "us-east-1"),
         )
     public_base = read.text("PUBLIC_BASE_URL")
+    redis_url = read.text("REDIS_URL")
     return Settings(
-        redis_url=read.text("REDIS_URL"),
+        redis_url=redis_url,
+        redis_tls=_redis_tls(read, redis_url),
         twilio=TwilioSettings(
             account_sid=read.text("TWILIO_ACCOUNT_SID"),
             auth_token=read.text("TWILIO_AUTH_TOKEN"),
