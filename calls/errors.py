@@ -33,6 +33,20 @@ class PayloadTooLarge(CallrecError):
     status_code = 413
 
 
+class TooManyRequests(CallrecError):
+    """A per-tenant or per-process cap is reached; the client may try again later."""
+
+    status_code = 429
+
+    def __init__(self, detail: str, retry_after_s: int = 30) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class TooManyStreams(TooManyRequests):
+    """``/api/events``: the business's, or the web process's, open streams are at their cap."""
+
+
 class Unavailable(CallrecError):
     """A dependency (Redis, object storage) cannot be reached; clients should retry."""
 

@@ -37,6 +37,9 @@ LIVE_BUSINESSES = "rec_live_businesses"
 # emptied, by the reconciler after an upgrade.
 LEGACY_BUSINESSES = "rec_businesses"
 STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
+# STREAM (MAXLEN 1, PEXPIRE) of one web process's status hub: an append ends its blocking
+# read so that the read includes a business that just got its first subscriber.
+SSE_WAKE = "rec_sse_wake:{process}"
 # STRING with a TTL: why handling an EVENTS entry last failed, for its dead letter.
 ENTRY_ERROR = "rec_entry_error:{entry_id}"
 
@@ -101,3 +104,7 @@ def delayed_member(b: str, sid: str) -> str:
 def business_keys(b: str) -> list[str]:
     """KEYS[1..7] of every slot script, in the order semaphore/lua/prelude.lua documents."""
     return [slots(b), queue(b), queued(b), queued_at(b), fence(b), status_stream(b), pending(b)]
+
+
+def sse_wake(process: str) -> str:
+    return SSE_WAKE.format(process=process)
