@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from bench import procs
 from callrec.embedded_redis import free_port
+from callrec.processes import stop_process
 from calls.registry import CallRegistry
 from tests.stack import Proc, Stack, token
 from twilio_sim import SimRecording, media_bytes
@@ -115,7 +116,9 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
     nginx = procs.start_nginx(
         stack,
         "nginx-xaccel",
-        procs.nginx_xaccel_block(port, web_port, stack.recordings_dir),
+        procs.nginx_xaccel_block(
+            port, web_port, stack.recordings_dir, stack.tmp / "nginx-xaccel-access.log"
+        ),
         workers=WEB_PROCESSES,
     )
     url = f"http://127.0.0.1:{port}/api/calls/{SID}/recording"
@@ -127,6 +130,5 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
 
 
 def _stop(stack: Stack, proc: Proc) -> None:
-    proc.popen.terminate()
-    proc.popen.wait(timeout=15)
+    stop_process(proc.popen, grace_s=15)
     stack.procs.remove(proc)

@@ -122,12 +122,18 @@ def nginx_direct_block(port: int, directory: Path) -> str:
     }}"""
 
 
-def nginx_xaccel_block(port: int, upstream_port: int, recordings: Path) -> str:
-    """deploy/nginx.conf with this run's port, upstream and RECORDINGS_DIR."""
+def nginx_xaccel_block(port: int, upstream_port: int, recordings: Path, access_log: Path) -> str:
+    """deploy/nginx.conf with this run's port, upstream, RECORDINGS_DIR and access log."""
     text = DEPLOY_NGINX_CONF.read_text()
-    text = text.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
-    text = text.replace("listen 8080;", f"listen {port};")
-    text = text.replace("alias /srv/callrec/recordings/;", f"alias {recordings}/;")
+    replacements = {
+        "server 127.0.0.1:8000;": f"server 127.0.0.1:{upstream_port};",
+        "listen 8080;": f"listen {port};",
+        "alias /srv/callrec/recordings/;": f"alias {recordings}/;",
+        "access_log /var/log/nginx/callrec.access.log ": f"access_log {access_log} ",
+    }
+    for shipped, local in replacements.items():
+        assert shipped in text, f"deploy/nginx.conf no longer has {shipped!r}"
+        text = text.replace(shipped, local)
     return text
 
 

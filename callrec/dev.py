@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from callrec.embedded_redis import EmbeddedRedis
+from callrec.processes import stop_processes
 from callrec.procfile import web_command, worker_command
 from ingest.auth import issue_token
 
@@ -92,17 +92,7 @@ def run_dev(*, port: int, workers: int, demo_calls: int, local_s3: bool = False)
         for _ in range(workers):
             procs.append(subprocess.Popen(worker_command(), env=env))
 
-        def stop_children() -> None:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-        stack.callback(stop_children)
+        stack.callback(stop_processes, procs, grace_s=30)
         _wait_healthy(base_url, web)
         if simulator is not None:
             _seed_demo(simulator, env["PUBLIC_BASE_URL"], demo_calls)

@@ -5,6 +5,7 @@ or a ``redis-server`` on PATH."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -14,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+
+from callrec.processes import stop_process
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -103,15 +106,7 @@ class EmbeddedRedis:
     def stop(self, *, kill: bool = False) -> None:
         if self._proc is None:
             return
-        if kill:
-            self._proc.kill()
-        else:
-            self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_process(self._proc, grace_s=10, sig=signal.SIGKILL if kill else signal.SIGTERM)
         if self._proc.stderr:
             self._proc.stderr.close()
         self._proc = None

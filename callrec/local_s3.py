@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from callrec.embedded_redis import free_port
+from callrec.processes import stop_process
 
 # moto checks no signatures unless told to; any key pair will do.
 LOCAL_ACCESS_KEY = "local-access-key"
@@ -105,14 +106,8 @@ class LocalS3:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop_process(proc, grace_s=10)
 
     def __enter__(self) -> LocalS3:
         self.start()

@@ -4,9 +4,12 @@ Two concerns beyond format:
 
 - API tokens never reach a log. ``<audio src>`` and ``EventSource`` cannot send headers,
   so the page puts its token in the query string, and uvicorn's access log prints query
-  strings. :class:`RedactSecrets` rewrites ``token=<...>`` and ``Bearer <...>`` in every
-  record, installed on our handler and on the ``uvicorn.access`` logger (whose records
-  never reach the root). The Procfile's command is fixed, so this happens when
+  strings. :class:`RedactSecrets` rewrites, in every record, the value of each query
+  parameter that the app would read as a token (the query of every URL in the message,
+  parsed and percent-decoded as the app decodes it, so ``%74oken=`` or ``TOKEN=`` are
+  caught, not just one spelling), ``Bearer <...>``, and anything shaped like a JWT. It
+  is installed on our handler and on the ``uvicorn.access`` logger (whose records never
+  reach the root). The Procfile's command is fixed, so this happens when
   ``ingest.app`` is imported: uvicorn has configured its loggers by then.
 - ``LOG_FORMAT=json``: one JSON object per line for our records and uvicorn's alike.
 """
@@ -17,22 +20,64 @@ import json
 import logging
 import re
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from typing import Literal
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.access")
 REDACTED = "[redacted]"
-# A token in a query string, after "Bearer", or anything shaped like a JWT. Narrow on
-# purpose: "token=%s" in our own messages is a slot's fencing token, not a secret, and a
-# "%" value is a format placeholder, redacted (if need be) once formatted.
+# Query parameters whose values are secrets, by their decoded, lower-cased names.
+SECRET_PARAMS = frozenset({"token", "access_token"})
+# A URL (or a path) with a query: the run of characters around a "?" up to a space or a
+# quote. Only a query is parsed: "token=%s" in our own messages is a slot's fencing
+# token, not a secret.
+_URL_WITH_QUERY = re.compile(r"[^\s\"'<>]*\?[^\s\"'<>]*")
+# A printf placeholder as the whole value: left for the formatted message's own pass.
+_PLACEHOLDER = re.compile(r"%(?:\(\w+\))?[-#0 +]*(?:\d+|\*)?(?:\.\d+)?[diouxXeEfFgGcrsa]")
+_PARAM_SEPARATORS = re.compile(r"([&?;])")  # captured: split keeps them
+_DECODE_ROUNDS = 3  # a name encoded twice (%2574oken) is still caught
+# Outside queries: after "Bearer", or anything shaped like a JWT.
 _SECRETS = (
-    re.compile(r"(?i)([?&](?:access_)?token=)(?!%)[^&\s\"']+"),
     re.compile(r"(?i)(\bbearer\s+)(?!%)[\w.~+/=-]+"),
     re.compile(r"()\beyJ[\w-]+\.[\w-]+\.[\w-]*"),
 )
 
 
+def _param_name(raw: str) -> str:
+    """A query parameter's name as the app reads it (``parse_qsl`` decodes ``+`` and
+    ``%xx``), decoded again while that changes it, lower-cased."""
+    name = raw
+    for _ in range(_DECODE_ROUNDS):
+        decoded = urllib.parse.unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name.strip().lower()
+
+
+def _redact_query(query: str) -> str:
+    # Split on "&" as the app does, and on "?" and ";" too, as other parsers may: a
+    # broader reading only hides more.
+    parts = _PARAM_SEPARATORS.split(query)
+    for i in range(0, len(parts), 2):
+        name, eq, value = parts[i].partition("=")
+        if eq and value and _param_name(name) in SECRET_PARAMS:
+            if not _PLACEHOLDER.fullmatch(value):
+                parts[i] = f"{name}={REDACTED}"
+    return "".join(parts)
+
+
+def _redact_url(match: re.Match[str]) -> str:
+    # The query is what follows the first "?", up to any "#" (as urlsplit splits it,
+    # without its check of the host part, which raises on a stray "["). A fragment is
+    # read the same way: "#access_token=" is how OAuth's implicit flow hands one over.
+    before, _, rest = match.group(0).partition("?")
+    query, hash_, fragment = rest.partition("#")
+    return f"{before}?{_redact_query(query)}{hash_}{_redact_query(fragment)}"
+
+
 def redact(text: str) -> str:
+    text = _URL_WITH_QUERY.sub(_redact_url, text)
     for pattern in _SECRETS:
         text = pattern.sub(rf"\g<1>{REDACTED}", text)
     return text

@@ -78,6 +78,7 @@ class Settings:
     log_format: Literal["text", "json"]
     worker: WorkerTuning
     sse_keepalive_s: int  # idle /api/events streams get a comment this often
+    metrics_token: str | None  # set: /metrics wants "Authorization: Bearer <it>"
 
     @property
     def inflight_ttl_ms(self) -> int:
@@ -203,6 +204,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
             shutdown_grace_s=read.integer("SHUTDOWN_GRACE_SECONDS", 20, minimum=0),
         ),
         sse_keepalive_s=read.integer("SSE_KEEPALIVE_SECONDS", 15),
+        metrics_token=read.text("METRICS_TOKEN"),
     )
 
 

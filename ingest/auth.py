@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 
 import jwt
 from starlette.requests import Request
@@ -57,7 +58,15 @@ def _verified(token: str, secret: str) -> tuple[str, int]:
     return business_id, int(claims["exp"])
 
 
-def business_of(request: Request, secret: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a valid token grants: one business's data until ``exp`` (Unix seconds)."""
+
+    business_id: str
+    exp: int
+
+
+def grant_of(request: Request, secret: str) -> Grant:
     token = token_from(request)
     if not token:
         raise Unauthorized("missing token (Authorization: Bearer, or ?token=)")
@@ -67,4 +76,8 @@ def business_of(request: Request, secret: str) -> str:
     # PyJWT's own rule (no leeway): expired once exp <= now.
     if exp <= time.time():
         raise Unauthorized("token expired")
-    return business_id
+    return Grant(business_id, exp)
+
+
+def business_of(request: Request, secret: str) -> str:
+    return grant_of(request, secret).business_id

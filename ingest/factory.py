@@ -41,6 +41,8 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = await connect(settings, purpose="web")
+        # A blocking read outlasts the request client's socket timeout: a client of its own.
+        blocking_redis = await connect(settings, purpose="reader")
         store = open_store(settings)
         token = settings.twilio.auth_token
         stopping = Stopping()
@@ -48,6 +50,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.callrec = AppState(
             settings=settings,
             redis=redis,
+            blocking_redis=blocking_redis,
             registry=CallRegistry(redis),
             store=store,
             validator=RequestValidator(token) if token else None,
@@ -57,6 +60,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await store.close()
+            await blocking_redis.aclose()
             await redis.aclose()
 
     return Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)

@@ -14,6 +14,10 @@ Cache hits and misses on play are ``callrec_play_requests_total{result="hit"}`` 
 from storage) and ``{result="pending"}`` (not stored: 202, a download requested or
 already under way).
 
+With ``METRICS_TOKEN`` set, a scrape must send ``Authorization: Bearer <METRICS_TOKEN>``
+(compared in constant time), else 401; unset, ``/metrics`` is open (keep it off the
+public network then).
+
 Per-business figures come from the index of businesses with live work
 (``calls/live_businesses.py``): a scrape costs one round trip of two commands per
 business with work, not per business ever seen. Per-business gauges have bounded
@@ -23,6 +27,7 @@ queued get a ``business_id`` label; the unlabelled totals cover every business.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -39,6 +44,7 @@ from starlette.responses import Response
 
 from calls import keys, live_businesses, stats
 from calls.digits import ascii_digits
+from calls.errors import Unauthorized
 from calls.redis_client import RedisClient
 from ingest.state import app_state
 
@@ -175,8 +181,19 @@ async def _stream_figures(redis: RedisClient) -> tuple[int, int]:
     return 0, 0
 
 
+def _check_scraper(request: Request, metrics_token: str | None) -> None:
+    if metrics_token is None:
+        return
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    sent = value.strip().encode() if scheme.lower() == "bearer" else b""
+    if not hmac.compare_digest(sent, metrics_token.encode()):
+        raise Unauthorized("/metrics wants Authorization: Bearer <METRICS_TOKEN>")
+
+
 async def metrics(request: Request) -> Response:
-    redis = app_state(request).redis
+    state = app_state(request)
+    _check_scraper(request, state.settings.metrics_token)
+    redis = state.redis
     pending, lag = await _stream_figures(redis)
     snapshot = _Snapshot(
         counters=await stats.snapshot(redis),

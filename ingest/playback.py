@@ -71,8 +71,10 @@ async def _pending(state: AppState, b: str, target: Call) -> Response:
 
 async def _play(request: Request, *, attachment: bool) -> Response:
     state = app_state(request)
-    b, call = await _call(request, state)
     try:
+        # An unknown call (or another business's) is a not_found play like a call
+        # without a recording.
+        b, call = await _call(request, state)
         target = await playable(state, b, call)
     except NotFound:
         await stats.count(state.redis, stats.play_field("not_found"))

@@ -18,6 +18,8 @@ from storage import RecordingStore
 class AppState:
     settings: Settings
     redis: RedisClient
+    # Blocking reads (``XREAD BLOCK``) only: a socket timeout longer than the block.
+    blocking_redis: RedisClient
     registry: CallRegistry
     store: RecordingStore
     validator: RequestValidator | None  # None when TWILIO_AUTH_TOKEN is unset

@@ -8,9 +8,13 @@ what it missed. A stream is capped (``MAXLEN ~ 1000``); when a client comes back
 further than the oldest kept entry, it gets a ``resync`` event telling it to ask for the
 current statuses again rather than trust a stream with a hole in it.
 
-Each open stream holds one Redis connection in a blocking ``XREAD``; the block ends
-every ``SSE_KEEPALIVE_SECONDS`` with a comment line, which keeps proxies from closing an
-idle connection and lets the server notice a client that went away.
+Each open stream holds one Redis connection in a blocking ``XREAD``, from a client of
+its own (``AppState.blocking_redis``) whose socket timeout outlasts the block: on the
+request client's default timeout (5 s in redis-py 8) the read would time out before
+the block ends and drop the stream. The block ends every ``SSE_KEEPALIVE_SECONDS`` with
+a comment line, which keeps proxies from closing an idle connection and lets the server
+notice a client that went away. A stream ends when its token expires (``exp``): the
+browser's ``EventSource`` reconnects, gets a 401 and the page asks for a new token.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import AsyncIterator
 
 from redis.exceptions import RedisError
@@ -30,7 +36,7 @@ from calls import keys
 from calls.digits import ascii_digits
 from calls.redis_client import RedisClient
 from calls.redis_values import entries, stream_entries
-from ingest.auth import business_of
+from ingest.auth import grant_of
 from ingest.state import app_state
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,19 @@ STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 RECONNECT_MS = 2000
 BATCH = 100
 MAX_ID_PART = 2**64 - 1
+# How much longer than its block a reader's socket waits for Redis's answer.
+SOCKET_MARGIN_S = 10
+
+
+def read_socket_timeout_s(keepalive_s: int) -> int:
+    """The socket timeout of the client that reads for streams: longer than any block."""
+    return keepalive_s + SOCKET_MARGIN_S
+
+
+def _block_ms(keepalive_s: int, expires_at: float) -> int:
+    """The next read's block: a keep-alive period, cut short by the token's expiry.
+    At least 1 ms: ``BLOCK 0`` would block forever."""
+    return max(1, min(keepalive_s * 1000, math.ceil((expires_at - time.time()) * 1000)))
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:
@@ -82,6 +101,7 @@ async def _events(
     last_id: str,
     gap: bool,
     keepalive_s: int,
+    expires_at: float,
     stopping: asyncio.Event,
 ) -> AsyncIterator[bytes]:
     yield f"retry: {RECONNECT_MS}\n\n".encode()
@@ -90,8 +110,12 @@ async def _events(
     stop = asyncio.ensure_future(stopping.wait())
     try:
         while not stop.done() and not await request.is_disconnected():
+            if time.time() >= expires_at:
+                # The token is no longer good: the client must come back with a new one.
+                return
+            block_ms = _block_ms(keepalive_s, expires_at)
             read = asyncio.ensure_future(
-                redis.xread({stream: last_id}, block=keepalive_s * 1000, count=BATCH)
+                redis.xread({stream: last_id}, block=block_ms, count=BATCH)
             )
             await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not read.done():
@@ -108,7 +132,8 @@ async def _events(
                 log.warning("status events: redis unavailable (%s); closing stream", exc)
                 return
             if not reply:
-                yield b": keep-alive\n\n"
+                if time.time() < expires_at:
+                    yield b": keep-alive\n\n"
                 continue
             for entry_id, fields in stream_entries(reply):
                 last_id = entry_id
@@ -120,7 +145,8 @@ async def _events(
 async def events(request: Request) -> StreamingResponse:
     state = app_state(request)
     assert state.settings.jwt_secret
-    b = business_of(request, state.settings.jwt_secret)
+    grant = grant_of(request, state.settings.jwt_secret)
+    b = grant.business_id
     header = request.headers.get("last-event-id", "").strip()
     # Anything that is not a stream id (a stale or foreign value) means "from now on".
     resume = header if _valid_id(header) else None
@@ -130,11 +156,12 @@ async def events(request: Request) -> StreamingResponse:
     return StreamingResponse(
         _events(
             request,
-            state.redis,
+            state.blocking_redis,
             stream,
             last_id,
             gap,
             state.settings.sse_keepalive_s,
+            grant.exp,
             state.stopping.event,
         ),
         media_type="text/event-stream",

@@ -1,4 +1,5 @@
-"""Where recordings live: a disk backend now, S3 (with the disk as cache) later."""
+"""Where recordings live: the local disk (``disk``), or S3/R2 with the local disk as a
+bounded cache in front (``s3``)."""
 
 from storage.base import (
     CALL_SID_RE,
@@ -9,7 +10,7 @@ from storage.base import (
     validate_sid,
 )
 from storage.disk import DiskStore
-from storage.locks import file_lock, is_locked, try_file_lock
+from storage.locks import file_lock, is_locked
 from storage.staging import BUFFER_LIMIT, StagingFile
 
 __all__ = [
@@ -23,6 +24,5 @@ __all__ = [
     "file_lock",
     "is_locked",
     "make_etag",
-    "try_file_lock",
     "validate_sid",
 ]

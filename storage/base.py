@@ -1,4 +1,4 @@
-"""The storage interface every backend (disk now, S3 later) implements."""
+"""The storage interface every backend (``storage.disk``, ``storage.s3``) implements."""
 
 from __future__ import annotations
 

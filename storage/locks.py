@@ -115,20 +115,6 @@ async def file_lock(lock_path: Path) -> AsyncIterator[None]:
         _release(fd)
 
 
-@asynccontextmanager
-async def try_file_lock(lock_path: Path) -> AsyncIterator[bool]:
-    """Take the lock only if it is free; yields whether it is held for the block."""
-    fd = await _open_off_loop(lock_path)
-    if not _try_flock(fd):
-        os.close(fd)
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        _release(fd)
-
-
 def is_locked(lock_path: Path) -> bool:
     """Whether someone holds the lock right now (a snapshot). No file means nobody."""
     try:

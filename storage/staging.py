@@ -1,7 +1,7 @@
 """A temp file next to its final name, written in bounded chunks, committed atomically.
 
-This is the local-file layer shared by the disk store and (later) the disk cache in
-front of S3, so it knows nothing about stores, only about a directory and a name.
+This is the local-file layer shared by the disk store and the disk cache in front of
+S3, so it knows nothing about stores, only about a directory and a name.
 """
 
 from __future__ import annotations
@@ -86,11 +86,6 @@ class StagingFile:
     def buffered(self) -> int:
         """Bytes held in memory, not yet handed to the OS."""
         return len(self._buffer)
-
-    @property
-    def finished(self) -> bool:
-        """Committed or discarded: nothing more can be written."""
-        return self._done
 
     async def write(self, chunk: bytes) -> None:
         if self._done:

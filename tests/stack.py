@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from callrec.embedded_redis import free_port
+from callrec.processes import stop_processes
 from callrec.procfile import web_command, worker_command
 from ingest.auth import issue_token
 from twilio_sim import Simulator
@@ -140,15 +141,7 @@ class Stack:
         return "".join(p.log() for p in self.workers())
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.alive():
-                proc.popen.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
+        stop_processes([proc.popen for proc in self.procs], grace_s=15)
 
 
 def token(business: str, ttl_s: int = 3600) -> str:

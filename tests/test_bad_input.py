@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote
 
@@ -70,12 +70,20 @@ def web(tmp_path_factory: pytest.TempPathFactory, redis_server_url: str) -> Iter
         stack.stop()
 
 
-def send(method: str, url: str, headers: dict[str, str], **kw: object) -> httpx.Response | None:
+def send(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    *,
+    data: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+) -> httpx.Response | None:
     """The request as sent, or None when it is not something HTTP can carry (the client
     refuses it before any byte leaves)."""
-    raw = {k: v.encode("latin-1") for k, v in headers.items()}
     try:
-        return httpx.request(method, url, headers=raw, timeout=10, **kw)  # type: ignore[arg-type]
+        # As httpx would encode them (names ASCII), but values any latin-1 byte.
+        raw = {k.encode("ascii"): v.encode("latin-1") for k, v in headers.items()}
+        return httpx.request(method, url, headers=raw, timeout=10, data=data, params=params)
     except (httpx.InvalidURL, httpx.LocalProtocolError, UnicodeEncodeError):
         return None
 

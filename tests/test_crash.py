@@ -4,6 +4,7 @@ the reconciler repairing what lost events left behind, and stale stream entries.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import re
@@ -14,14 +15,18 @@ import redis
 import redis.asyncio as aioredis
 
 from calls import keys, live_businesses
-from calls.events import Event
+from calls.events import Event, publish
 from consumers.__main__ import EXIT_DRAINED, EXIT_HANDED_BACK
 from semaphore import Slots
 from tests import crash_trials
 from tests.helpers import play, play_until_stored, register
 from tests.stack import Stack, auth, wait_for
-from tests.test_faults import cli, status_of
+from tests.test_faults import cli, has_status, status_of
 from twilio_sim import Simulator, media_bytes
+
+
+def no_slots_held(client: redis.Redis, b: str) -> bool:
+    return client.scard(keys.slots(b)) == 0
 
 
 def test_worker_killed_mid_download_loses_nothing_and_tears_nothing(
@@ -41,7 +46,7 @@ def test_worker_killed_mid_download_loses_nothing_and_tears_nothing(
     assert totals.asked_again_once_stored == 0
     r = redis.Redis.from_url(stack.redis_url)
     for n in range(3):
-        wait_for(lambda n=n: r.scard(keys.slots(f"crash{n}")) == 0, "slots back to 0")  # type: ignore[misc]
+        wait_for(functools.partial(no_slots_held, r, f"crash{n}"), "slots back to 0")
     r.close()
     # The dead workers' temp files never show under a canonical name.
     assert all(p.name.endswith(".mp3") for p in stack.recordings_dir.glob("CA*"))
@@ -124,9 +129,9 @@ def test_reconciler_requeues_calls_a_lost_event_left_stuck(stack: Stack, sim: Si
         # Stream entries read by a consumer that died before acknowledging them: one read
         # once (claimed and handled by a live worker), one read five times (dead-lettered).
         await client.xgroup_create(keys.EVENTS, keys.EVENTS_GROUP, id="0", mkstream=True)
-        await client.xadd(keys.EVENTS, Event("request", "rep", claimed.call_sid).fields())  # type: ignore[arg-type]
+        await publish(client, Event("request", "rep", claimed.call_sid))
         await client.xreadgroup(keys.EVENTS_GROUP, "dead-1", {keys.EVENTS: ">"}, count=1)
-        await client.xadd(keys.EVENTS, Event("request", "rep", poison.call_sid).fields())  # type: ignore[arg-type]
+        await publish(client, Event("request", "rep", poison.call_sid))
         await client.xreadgroup(keys.EVENTS_GROUP, "dead-2", {keys.EVENTS: ">"}, count=1)
         for _ in range(4):
             await client.xreadgroup(keys.EVENTS_GROUP, "dead-2", {keys.EVENTS: "0"}, count=1)
@@ -136,7 +141,7 @@ def test_reconciler_requeues_calls_a_lost_event_left_stuck(stack: Stack, sim: Si
     worker = stack.start_worker()
     for rec in (retry_lost, slot_lost, claimed):
         wait_for(
-            lambda rec=rec: status_of(web, "rep", rec.call_sid) == "ready",  # type: ignore[misc]
+            functools.partial(has_status, web, "rep", rec.call_sid, "ready"),
             f"{rec.call_sid} repaired",
         )
         assert (stack.recordings_dir / f"{rec.call_sid}.mp3").read_bytes() == media_bytes(rec)

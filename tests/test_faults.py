@@ -8,6 +8,7 @@ request promoted). The faulted recording's media requests are counted at the sim
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import subprocess
 import sys
@@ -54,6 +55,10 @@ def status_of(web: str, b: str, sid: str) -> str:
     return word
 
 
+def has_status(web: str, b: str, sid: str, word: str) -> bool:
+    return status_of(web, b, sid) == word
+
+
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "callrec.cli", *args],
@@ -97,9 +102,9 @@ def test_every_fault_mode_is_retried_or_failed_and_frees_the_slot(
         ) == ("ready" if case.stored else "failed")
 
     for case in CASES:
-        wait_for(lambda case=case: settled(case), f"case {case.business} to settle", 60)  # type: ignore[misc]
+        wait_for(functools.partial(settled, case), f"case {case.business} to settle", 60)
 
-    r = redis.Redis.from_url(stack.redis_url)
+    client = redis.Redis.from_url(stack.redis_url)
     logs = stack.worker_logs()
     for case in CASES:
         first, second = pairs[case.business]
@@ -109,8 +114,8 @@ def test_every_fault_mode_is_retried_or_failed_and_frees_the_slot(
         assert sim.media_requests(second.recording_sid) == 1, b
         path = stack.recordings_dir / f"{second.call_sid}.mp3"
         assert path.read_bytes() == media_bytes(second), b
-        assert r.scard(keys.slots(b)) == 0, b
-        assert r.llen(keys.queue(b)) == 0 and r.scard(keys.queued(b)) == 0, b
+        assert client.scard(keys.slots(b)) == 0, b
+        assert client.llen(keys.queue(b)) == 0 and client.scard(keys.queued(b)) == 0, b
         retries = re.findall(rf"RECORDING_RETRY business_id={b} sid={first.call_sid} ", logs)
         if case.stored:
             stored = stack.recordings_dir / f"{first.call_sid}.mp3"
@@ -139,7 +144,7 @@ def test_every_fault_mode_is_retried_or_failed_and_frees_the_slot(
         rf"business_id=fatal sid={fatal_sid} kind=download attempts=1 reason='media 403'",
         listing.stdout,
     ), listing.stdout
-    assert r.xlen(keys.DEAD_LETTERS) == 2
+    assert client.xlen(keys.DEAD_LETTERS) == 2
 
     # Twilio healed: requeueing the dead letter gives it a fresh set of attempts.
     entry = next(line.split()[0] for line in listing.stdout.splitlines() if exhaust_sid in line)
@@ -150,7 +155,7 @@ def test_every_fault_mode_is_retried_or_failed_and_frees_the_slot(
     path = stack.recordings_dir / f"{exhaust_sid}.mp3"
     assert path.read_bytes() == media_bytes(exhaust_first)
     assert sim.media_requests(exhaust_first.recording_sid) == MAX_ATTEMPTS + 1
-    assert r.xlen(keys.DEAD_LETTERS) == 1
+    assert client.xlen(keys.DEAD_LETTERS) == 1
     remaining = cli(stack, "dead-letters")
     assert fatal_sid in remaining.stdout and exhaust_sid not in remaining.stdout
     status = cli(stack, "status", "--business", "exhaust")
@@ -177,12 +182,12 @@ def test_every_fault_mode_is_retried_or_failed_and_frees_the_slot(
     play(web, "cdn", second.call_sid)
     # The retry gave up the only slot during its backoff, so the second one ran meanwhile.
     for rec in (first, second):
-        wait_for(lambda rec=rec: status_of(web, "cdn", rec.call_sid) == "ready", "cdn")  # type: ignore[misc]
+        wait_for(functools.partial(has_status, web, "cdn", rec.call_sid, "ready"), "cdn")
     assert (stack.recordings_dir / f"{first.call_sid}.mp3").read_bytes() == media_bytes(first)
     assert sim.media_requests(first.recording_sid) == 2
     assert sim.downloads(first.recording_sid) == 2  # bodies started at the CDN
-    assert r.scard(keys.slots("cdn")) == 0
-    r.close()
+    assert client.scard(keys.slots("cdn")) == 0
+    client.close()
 
 
 def test_absent_recording_is_never_fetched(stack: Stack, sim: Simulator) -> None:

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from calls import keys, live_businesses
 from calls.events import Event
+from calls.redis_client import RedisClient
 from calls.registry import CallRegistry
 from config.settings import load_settings
 from consumers.context import WorkerContext
@@ -53,7 +54,7 @@ async def request_and_finish(ctx: WorkerContext, b: str, n: int) -> None:
     await on_done(ctx, Event("done", b, sid(n), token=token.decode(), outcome="ready"))
 
 
-async def calls_of(redis: Redis, command: str) -> int:
+async def calls_of(redis: RedisClient, command: str) -> int:
     stats = await redis.info("commandstats")
     entry = stats.get(f"cmdstat_{command}")
     return int(entry["calls"]) if isinstance(entry, dict) else 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.locks import file_lock, is_locked, try_file_lock
+from storage.locks import file_lock, is_locked
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,24 +113,6 @@ def test_second_process_blocks_until_first_releases(
     log_events = events(log)
     assert log_events.index("A:releasing") < log_events.index("B:acquired")
     assert log_events.index("B:waiting") < log_events.index("A:releasing")
-
-
-def test_try_lock_fails_while_another_process_holds_it(
-    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
-) -> None:
-    lock, log, go = tmp_path / "x.lock", tmp_path / "events.log", tmp_path / "go"
-    procs.append(a := spawn_locker(lock, log, "A", str(go)))
-    wait_until(lambda: "A:acquired" in events(log), "A to acquire")
-
-    async def attempt() -> bool:
-        async with try_file_lock(lock) as held:
-            return held
-
-    assert asyncio.run(attempt()) is False
-    go.touch()
-    assert a.wait(timeout=30) == 0
-    assert asyncio.run(attempt()) is True
-    assert not is_locked(lock)  # and the try variant released it again
 
 
 def test_sigkilled_holder_releases_the_lock(

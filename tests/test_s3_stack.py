@@ -12,6 +12,7 @@ import redis
 
 from callrec.local_s3 import LocalS3
 from calls import keys
+from calls.redis_values import entries
 from tests.helpers import click_together, play, register
 from tests.stack import Stack, auth, wait_for
 from twilio_sim import Simulator, media_bytes
@@ -184,7 +185,7 @@ def test_storage_failure_fails_the_request_and_frees_the_slot(
         )
         assert f"reason=storage:_{reason}" in stack.worker_logs()
         client = redis.Redis.from_url(redis_url, decode_responses=True)
-        letters = client.xrange(keys.DEAD_LETTERS)
+        letters = entries(client.xrange(keys.DEAD_LETTERS))
         assert [(f["sid"], f["attempts"]) for _id, f in letters] == [(rec.call_sid, "2")]
         assert reason.replace("_", " ") in letters[0][1]["reason"]
         wait_for(lambda: client.scard(keys.slots(B)) == 0, "the slot to be released")

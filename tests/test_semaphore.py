@@ -28,7 +28,7 @@ async def test_three_admitted_rest_queued_in_order(redis: Redis) -> None:
     verdicts = [(await slots.request(B, sid(i))).verdict for i in range(6)]
     assert verdicts == ["admitted"] * 3 + ["queued"] * 3
     assert await redis.scard(keys.slots(B)) == 3
-    queue = [s.decode() for s in await redis.lrange(keys.queue(B), 0, -1)]
+    queue = texts(await redis.lrange(keys.queue(B), 0, -1))
     assert queue == [sid(3), sid(4), sid(5)]
     assert (await slots.request(B, sid(5))).position == 3
 
@@ -62,7 +62,7 @@ async def test_release_promotes_head_and_is_idempotent(redis: Redis) -> None:
     second = await slots.release(B, sid(0), admitted[sid(0)], "ready")
     assert not second.released and not second.promoted
     assert await redis.scard(keys.slots(B)) == 3
-    assert [s.decode() for s in await redis.lrange(keys.queue(B), 0, -1)] == [sid(4)]
+    assert texts(await redis.lrange(keys.queue(B), 0, -1)) == [sid(4)]
 
 
 async def test_stale_token_cannot_release(redis: Redis) -> None:
@@ -85,7 +85,7 @@ async def test_expired_lease_frees_slot_and_requeues_at_head(redis: Redis) -> No
     # ... but members without a lease do not count: they go back to the head, in
     # front of sid(3), and take the freed slots again with new tokens.
     assert {a.sid for a in result.promoted} == {sid(0), sid(1), sid(2)}
-    assert [s.decode() for s in await redis.lrange(keys.queue(B), 0, -1)] == [sid(3)]
+    assert texts(await redis.lrange(keys.queue(B), 0, -1)) == [sid(3)]
     assert await redis.scard(keys.slots(B)) == 3
 
 

@@ -30,7 +30,11 @@ def test_held_requests_wait_then_go_in_arrival_order(sim: Simulator) -> None:
     for i, rec in enumerate(recs):
         threads.append(threading.Thread(target=fetch, args=(rec,)))
         threads[-1].start()
-        wait_for(lambda n=i + 1: sim.current_concurrent(B) == n, "the request to arrive")
+
+        def arrived(n: int = i + 1) -> bool:
+            return sim.current_concurrent(B) == n
+
+        wait_for(arrived, "the request to arrive")
     assert sim.total_downloads() == 0 and bodies == {}
     sim.hold_media = False
     for t in threads:

@@ -1,18 +1,21 @@
 """``GET /api/events`` over real HTTP from a real web process: status changes in order
 with queue positions, ``Last-Event-ID`` resume, per-business isolation, keep-alives, a
-``resync`` after a trimmed gap, and a stopping web process ending its streams."""
+``resync`` after a trimmed gap, a stopping web process ending its streams, streams held
+open past redis-py's socket timeout, and streams ending when their token expires."""
 
 from __future__ import annotations
 
 import signal
+import time
 
 import httpx
+import jwt
 import redis
 
 from calls import keys
 from tests.helpers import play, register
 from tests.sse_client import SseReader
-from tests.stack import Stack, auth, wait_for
+from tests.stack import Stack, auth, token, wait_for
 from twilio_sim import Fault, Simulator
 
 B = "biz1"
@@ -109,7 +112,11 @@ def test_resync_after_trim_bad_ids_and_streams_end_on_sigterm(stack: Stack, redi
         reader = SseReader(f"{web}/api/events", {**auth(B), "Last-Event-ID": bad})
         assert reader.status == 200
         client.xadd(stream, {"sid": sid, "status": "ready", "position": ""})
-        wait_for(lambda r=reader: len(r.events) >= 1, f"the new event after {bad}")
+
+        def arrived(r: SseReader = reader) -> bool:
+            return len(r.events) >= 1
+
+        wait_for(arrived, f"the new event after {bad}")
         assert [e.json()["status"] for e in reader.events] == ["ready"]
         reader.close()
     client.close()
@@ -124,3 +131,67 @@ def test_resync_after_trim_bad_ids_and_streams_end_on_sigterm(stack: Stack, redi
     assert proc.popen.wait(timeout=30) in (0, -signal.SIGTERM)
     assert open_stream.ended.wait(30)
     open_stream.close()
+
+
+def test_a_stream_held_40s_gets_keepalives_and_events_and_stays_open(
+    stack: Stack, redis_url: str
+) -> None:
+    # Longer than redis-py's default socket timeout (5 s) under every read: the stream
+    # used to drop after 5 s, before its first keep-alive. A real wait, on purpose.
+    web = stack.start_web(SSE_KEEPALIVE_SECONDS="15")
+    client = redis.Redis.from_url(redis_url)
+    stream = keys.status_stream(B)
+    reader = SseReader(f"{web}/api/events", auth(B))
+    assert reader.status == 200
+    opened = time.monotonic()
+
+    def event_at(after_s: float, status: str) -> None:
+        time.sleep(max(0.0, opened + after_s - time.monotonic()))
+        assert not reader.ended.is_set(), "the stream ended"
+        client.xadd(stream, {"sid": "CA" + "ab" * 16, "status": status, "position": ""})
+
+    wait_for(lambda: len(reader.comments) >= 2 or reader.ended.is_set(), "two keep-alives", 60)
+    assert not reader.ended.is_set(), "the stream ended"
+    assert reader.comments == ["keep-alive", "keep-alive"]
+    event_at(35, "processing")
+    wait_for(lambda: len(reader.statuses()) == 1 or reader.ended.is_set(), "the first event")
+    event_at(40, "ready")
+    wait_for(lambda: len(reader.statuses()) == 2 or reader.ended.is_set(), "the second event")
+    assert [e.json()["status"] for e in reader.statuses()] == ["processing", "ready"]
+    assert not reader.ended.is_set()
+    reader.close()
+    client.close()
+
+
+def test_a_stream_ends_when_its_token_expires(stack: Stack, redis_url: str) -> None:
+    web = stack.start_web(SSE_KEEPALIVE_SECONDS="1")
+    # An hour between keep-alives: the blocking read itself must end at exp.
+    idle_web = stack.start_web(SSE_KEEPALIVE_SECONDS="3600")
+    short = token(B, ttl_s=3)
+    exp = jwt.decode(short, options={"verify_signature": False})["exp"]
+    expiring = SseReader(f"{web}/api/events", {"Authorization": f"Bearer {short}"})
+    idle = SseReader(f"{idle_web}/api/events", {"Authorization": f"Bearer {short}"})
+    lasting = SseReader(f"{web}/api/events", auth(B))
+    assert expiring.status == idle.status == lasting.status == 200
+    client = redis.Redis.from_url(redis_url)
+    client.xadd(keys.status_stream(B), {"sid": "CA" + "ab" * 16, "status": "queued"})
+    wait_for(lambda: len(expiring.statuses()) == 1, "the event before expiry")
+
+    wait_for(expiring.ended.is_set, "the stream to end at the token's exp")
+    assert time.time() >= exp  # not before
+    assert "keep-alive" in expiring.comments
+    wait_for(idle.ended.is_set, "the idle stream to end at the token's exp")
+    assert len(idle.statuses()) == 1 and idle.comments == []
+    # The browser's EventSource comes back with the same token: refused.
+    assert (
+        httpx.get(f"{web}/api/events", headers={"Authorization": f"Bearer {short}"}).status_code
+        == 401
+    )
+    # A valid token's stream on the same process goes on.
+    client.xadd(keys.status_stream(B), {"sid": "CA" + "ab" * 16, "status": "ready"})
+    wait_for(lambda: len(lasting.statuses()) == 2, "both events on the lasting stream")
+    assert not lasting.ended.is_set()
+    expiring.close()
+    idle.close()
+    lasting.close()
+    client.close()

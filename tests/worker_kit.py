@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from calls import keys
 from calls.events import Event
+from calls.redis_client import RedisClient
 from calls.redis_values import entries, text, texts
 from calls.registry import CallRegistry
 from config.settings import load_settings
@@ -143,7 +144,7 @@ async def queue_of(redis: Redis) -> list[str]:
     return texts(await redis.lrange(keys.queue(B), 0, -1))
 
 
-async def lease_token(redis: Redis, sid: str) -> str | None:
+async def lease_token(redis: RedisClient, sid: str) -> str | None:
     raw = await redis.get(keys.inflight(B, sid))
     return None if raw is None else text(raw)
 
@@ -161,11 +162,11 @@ async def pending_count(redis: Redis) -> int:
     return int(summary["pending"])
 
 
-async def events(redis: Redis) -> list[Event]:
+async def events(redis: RedisClient) -> list[Event]:
     return [Event.parse(f) for _id, f in entries(await redis.xrange(keys.EVENTS))]
 
 
-async def dead_letter_fields(redis: Redis) -> list[dict[str, str]]:
+async def dead_letter_fields(redis: RedisClient) -> list[dict[str, str]]:
     return [f for _id, f in entries(await redis.xrange(keys.DEAD_LETTERS))]
 
 
