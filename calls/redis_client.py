@@ -18,7 +18,7 @@ import ssl
 from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import (
@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from calls.errors import RedisTlsError
-from config.settings import RedisTls, Settings
+from config.settings import RedisPool, RedisTls, Settings
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,9 @@ def tls_failure(exc: BaseException) -> ssl.SSLError | None:
 
 def _options(purpose: Purpose) -> dict[str, Any]:
     if purpose == "web":
-        return {"health_check_interval": 30, "socket_connect_timeout": 2, "max_connections": 512}
+        # A request's commands answer at once: a Redis that stops answering fails the
+        # request fast (503) instead of holding it (redis-py 8's default; said, not assumed).
+        return {"health_check_interval": 30, "socket_connect_timeout": 2, "socket_timeout": 5}
     if purpose == "worker":
         return {"health_check_interval": 30}
     if purpose == "reader":
@@ -164,16 +166,44 @@ def _tls_advice(url: str, tls: RedisTls, refused: ssl.SSLError) -> str:
     return f"Redis TLS handshake with {where} failed ({reason}): is it a TLS port?"
 
 
-def client_for(url: str, *, cluster: bool, purpose: Purpose, tls: RedisTls = NO_TLS) -> RedisClient:
-    """A client for ``url``, once it is known whether it names a cluster."""
+def client_for(
+    url: str,
+    *,
+    cluster: bool,
+    purpose: Purpose,
+    tls: RedisTls = NO_TLS,
+    pool: RedisPool | None = None,
+) -> RedisClient:
+    """A client for ``url``, once it is known whether it names a cluster. With ``pool``,
+    at most that many connections (per node, on a cluster), and on one server a command
+    finding them all busy waits for one instead of failing at once."""
     options = {**_options(purpose), **tls_options(url, tls)}
     if cluster:
+        if pool is not None:
+            # redis-py's asyncio cluster client has no waiting pool: a full node pool
+            # raises MaxConnectionsError (a ConnectionError: 503 on the web, a retry in
+            # the worker).
+            options["max_connections"] = pool.max_connections
         return RedisCluster.from_url(url, **options)
-    return Redis.from_url(url, **options)
+    if pool is None:
+        return Redis.from_url(url, **options)
+    return Redis.from_pool(
+        BlockingConnectionPool.from_url(
+            url, max_connections=pool.max_connections, timeout=pool.wait_s, **options
+        )
+    )
 
 
 async def connect(settings: Settings, *, purpose: Purpose) -> RedisClient:
     """The client a ``purpose`` uses for ``settings.redis_url``, cluster or not."""
     assert settings.redis_url
     cluster = await detect_cluster(settings.redis_url, settings.redis_tls)
-    return client_for(settings.redis_url, cluster=cluster, purpose=purpose, tls=settings.redis_tls)
+    return client_for(
+        settings.redis_url,
+        cluster=cluster,
+        purpose=purpose,
+        tls=settings.redis_tls,
+        # The command pools are bounded; a reader's few blocking reads are bounded by
+        # their callers (one per stream shard, one per web process's status hub).
+        pool=settings.redis_pool if purpose in ("web", "worker") else None,
+    )

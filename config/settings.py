@@ -49,6 +49,16 @@ class RedisTls:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisPool:
+    """The command pool of a web or worker process: at most ``max_connections`` open;
+    a command finding them all busy waits up to ``wait_s`` for one, then fails (a 503
+    on the web, a retry in the worker)."""
+
+    max_connections: int
+    wait_s: int
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerTuning:
     """Knobs beyond the contract; defaults suit production, tests shorten them."""
 
@@ -78,6 +88,9 @@ class Settings:
     log_format: Literal["text", "json"]
     worker: WorkerTuning
     sse_keepalive_s: int  # idle /api/events streams get a comment this often
+    sse_max_streams: int  # open /api/events streams on one web process
+    sse_max_streams_per_business: int  # ... of them for one business
+    redis_pool: RedisPool
     metrics_token: str | None  # set: /metrics wants "Authorization: Bearer <it>"
 
     @property
@@ -204,6 +217,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
             shutdown_grace_s=read.integer("SHUTDOWN_GRACE_SECONDS", 20, minimum=0),
         ),
         sse_keepalive_s=read.integer("SSE_KEEPALIVE_SECONDS", 15),
+        sse_max_streams=read.integer("SSE_MAX_STREAMS", 5000),
+        sse_max_streams_per_business=read.integer("SSE_MAX_STREAMS_PER_BUSINESS", 200),
+        redis_pool=RedisPool(
+            max_connections=read.integer("REDIS_MAX_CONNECTIONS", 50),
+            wait_s=read.integer("REDIS_POOL_WAIT_SECONDS", 2, minimum=0),
+        ),
         metrics_token=read.text("METRICS_TOKEN"),
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from redis.asyncio.cluster import RedisCluster
 from starlette.applications import Starlette
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
@@ -16,6 +17,7 @@ from ingest import calls_api, health, metrics, page, playback, status_events, we
 from ingest.errors import HANDLERS
 from ingest.shutdown import Stopping
 from ingest.state import AppState
+from ingest.status_hub import StatusHub
 from storage.factory import open_store
 
 ROUTES = [
@@ -41,8 +43,16 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = await connect(settings, purpose="web")
-        # A blocking read outlasts the request client's socket timeout: a client of its own.
-        blocking_redis = await connect(settings, purpose="reader")
+        # The hub's blocking read outlasts the request client's socket timeout.
+        reader = await connect(settings, purpose="reader")
+        hub = StatusHub(
+            redis,
+            reader,
+            cluster=isinstance(reader, RedisCluster),
+            max_per_business=settings.sse_max_streams_per_business,
+            max_total=settings.sse_max_streams,
+        )
+        hub.start()
         store = open_store(settings)
         token = settings.twilio.auth_token
         stopping = Stopping()
@@ -50,7 +60,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.callrec = AppState(
             settings=settings,
             redis=redis,
-            blocking_redis=blocking_redis,
+            hub=hub,
             registry=CallRegistry(redis),
             store=store,
             validator=RequestValidator(token) if token else None,
@@ -60,7 +70,8 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await store.close()
-            await blocking_redis.aclose()
+            await hub.stop()
+            await reader.aclose()
             await redis.aclose()
 
     return Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)

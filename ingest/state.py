@@ -11,6 +11,7 @@ from calls.redis_client import RedisClient
 from calls.registry import CallRegistry
 from config.settings import Settings
 from ingest.shutdown import Stopping
+from ingest.status_hub import StatusHub
 from storage import RecordingStore
 
 
@@ -18,8 +19,7 @@ from storage import RecordingStore
 class AppState:
     settings: Settings
     redis: RedisClient
-    # Blocking reads (``XREAD BLOCK``) only: a socket timeout longer than the block.
-    blocking_redis: RedisClient
+    hub: StatusHub  # the one reader behind every open /api/events stream
     registry: CallRegistry
     store: RecordingStore
     validator: RequestValidator | None  # None when TWILIO_AUTH_TOKEN is unset

@@ -40,7 +40,7 @@ from redis.typing import KeyT, StreamIdT
 
 from calls import keys
 from calls.errors import TooManyStreams
-from calls.redis_client import RedisClient, is_transient
+from calls.redis_client import READER_SOCKET_TIMEOUT_S, RedisClient, is_transient
 from calls.redis_values import StreamEntry, entries, text
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 BATCH = 100  # entries per stream per read
 QUEUE_MAX = 1000  # entries a subscriber may fall behind before its stream is ended
 CLUSTER_POLL_MS = 250
+# One server: how long one read waits for an entry (well under the reader's socket
+# timeout, READER_SOCKET_TIMEOUT_S); a business joining ends it early (the wake stream).
+BLOCK_MS = 10_000
+assert BLOCK_MS < READER_SOCKET_TIMEOUT_S * 1000
 WAKE_TTL_MS = 60_000  # the wake-up stream goes away once no business joined for a minute
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
@@ -65,10 +69,10 @@ class Subscription:
 
     business: str
     since: str
-    queue: asyncio.Queue[StreamEntry] = field(default_factory=asyncio.Queue)
-    # Set when the subscriber fell QUEUE_MAX entries behind: its stream ends and the
-    # browser comes back with Last-Event-ID, reading the rest from Redis.
-    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+    # None, last: it fell QUEUE_MAX entries behind; its stream ends and the browser comes
+    # back with Last-Event-ID, reading the rest from Redis.
+    queue: asyncio.Queue[StreamEntry | None] = field(default_factory=asyncio.Queue)
+    overflowed: bool = False
 
 
 def _per_stream(raw: Any) -> dict[str, list[StreamEntry]]:
@@ -89,14 +93,12 @@ class StatusHub:
         cluster: bool,
         max_per_business: int,
         max_total: int,
-        block_ms: int,
     ) -> None:
         self._redis = redis  # request commands: the wake-up append
         self._reader = reader  # the blocking reads (a socket timeout above block_ms)
         self._cluster = cluster
         self._max_per_business = max_per_business
         self._max_total = max_total
-        self._block_ms = block_ms
         self._subscribers: dict[str, set[Subscription]] = {}
         self._cursors: dict[str, str] = {}  # business -> last id handed out
         self._total = 0
@@ -157,8 +159,11 @@ class StatusHub:
             return  # everyone left while the read was out
         self._cursors[business] = batch[-1][0]
         for sub in self._subscribers.get(business, ()):
+            if sub.overflowed:
+                continue
             if sub.queue.qsize() + len(batch) > QUEUE_MAX:
-                sub.overflowed.set()
+                sub.overflowed = True
+                sub.queue.put_nowait(None)
                 continue
             for entry in batch:
                 sub.queue.put_nowait(entry)
@@ -192,7 +197,7 @@ class StatusHub:
         by_key = {keys.status_stream(b): b for b in self._cursors}
         streams: dict[KeyT, StreamIdT] = {key: self._cursors[b] for key, b in by_key.items()}
         streams[self._wake_key] = self._wake_id
-        reply = await self._reader.xread(streams, block=self._block_ms, count=BATCH)
+        reply = await self._reader.xread(streams, block=BLOCK_MS, count=BATCH)
         for key, batch in _per_stream(reply).items():
             if key == self._wake_key:
                 if batch:
