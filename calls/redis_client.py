@@ -177,7 +177,8 @@ def client_for(
     """A client for ``url``, once it is known whether it names a cluster. With ``pool``,
     at most that many connections (per node, on a cluster), and on one server a command
     finding them all busy waits for one instead of failing at once."""
-    options = {**_options(purpose), **tls_options(url, tls)}
+    # Named, so that CLIENT LIST tells an operator whose connection is whose.
+    options = {**_options(purpose), **tls_options(url, tls), "client_name": f"callrec-{purpose}"}
     if cluster:
         if pool is not None:
             # redis-py's asyncio cluster client has no waiting pool: a full node pool

@@ -55,6 +55,7 @@ assert BLOCK_MS < READER_SOCKET_TIMEOUT_S * 1000
 WAKE_TTL_MS = 60_000  # the wake-up stream goes away once no business joined for a minute
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
+STOP_POLL_S = 0.1
 
 
 def id_key(stream_id: str) -> tuple[int, int]:
@@ -115,11 +116,12 @@ class StatusHub:
         self._task = asyncio.create_task(self._run(), name="status-hub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        # A cancel that lands between two of redis-py's awaits inside a command can be
+        # swallowed (seen with redis-py 8.1): the read then goes on. Cancel until done.
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_POLL_S)
 
     def subscribe(self, business: str, since: str) -> Subscription:
         """Follow ``business``'s stream after ``since`` (an id already pinned by the
