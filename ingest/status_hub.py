@@ -157,8 +157,14 @@ class StatusHub:
             del self._cursors[sub.business]
 
     def _dispatch(self, business: str, batch: list[StreamEntry]) -> None:
-        if business not in self._cursors or not batch:
+        cursor = self._cursors.get(business)
+        if cursor is None:
             return  # everyone left while the read was out
+        # A business that left and came back while a read was out has a newer cursor
+        # than that read's: the cursor only moves forward.
+        batch = [entry for entry in batch if id_key(entry[0]) > id_key(cursor)]
+        if not batch:
+            return
         self._cursors[business] = batch[-1][0]
         for sub in self._subscribers.get(business, ()):
             if sub.overflowed:
