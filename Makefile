@@ -2,12 +2,12 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev dev-s3 test lint typecheck bench chaos clean
+.PHONY: install dev dev-s3 test lint typecheck bench chaos clean lock images
 
 $(BIN)/callrec: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[dev,test]'
 	touch $@
 
 install: $(BIN)/callrec
@@ -24,14 +24,34 @@ dev-s3: install
 test: install
 	tests/install-browser.sh
 	tests/install-redis-tls.sh
+	tests/docker-up.sh
+	@mkdir -p test-report
+	@# The images build while lint, types and the other tests run (at the lowest CPU
+	@# priority); the container tests run last and wait for that build (a file lock), or
+	@# build what is still missing.
+	nice -n 19 $(BIN)/python -m tests.images > test-report/images.log 2>&1 &
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+	@cat test-report/images.log
 
 ## Crash-safety trials: kill -9 of workers mid-download, CHAOS_TRIALS times (default 50);
 ## prints lost / duplicated / torn / max recovery time.
 chaos: install
 	$(BIN)/python -m pytest -q -s -m chaos tests/test_chaos.py
+
+## requirements.txt, the pinned runtime dependencies (image and PaaS builds), from
+## pyproject.toml: every Python 3.11 on Linux (markers kept), with hashes.
+lock: install
+	$(BIN)/uv pip compile --quiet --native-tls --universal --python-version 3.11 \
+		--generate-hashes --no-strip-markers --index-url https://pypi.org/simple \
+		--custom-compile-command 'make lock' pyproject.toml -o requirements.txt
+
+## The container images of the tests (Valkey, a debootstrap Python base, deploy/Dockerfile);
+## starts a Docker engine first when none runs (tests/docker-up.sh).
+images: install
+	tests/docker-up.sh
+	$(BIN)/python -m tests.images
 
 lint: install
 	$(BIN)/ruff check --no-cache .

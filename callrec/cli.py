@@ -1,5 +1,5 @@
 """``callrec``: ``dev`` runs the stack locally; ``token`` prints an API token;
-``status`` and ``dead-letters`` are the operator's views."""
+``status`` and ``dead-letters`` are the operator's views; ``check`` is the preflight."""
 
 from __future__ import annotations
 
@@ -21,7 +21,12 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from callrec.dev import run_dev
+    try:
+        from callrec.dev import run_dev
+    except ModuleNotFoundError as exc:
+        # The production image and `pip install -r requirements.txt` leave the dev parts out.
+        print(f"callrec dev: not in this install ({exc}); use a checkout with `make dev`")
+        return 2
 
     return run_dev(
         port=args.port, workers=args.workers, demo_calls=args.demo_calls, local_s3=args.local_s3
@@ -40,6 +45,12 @@ def _dead_letters(args: argparse.Namespace) -> int:
 
     settings = load_settings(require=("REDIS_URL",))
     return asyncio.run(dead_letters(settings, requeue=args.requeue, entry_id=args.id))
+
+
+def _check(args: argparse.Namespace) -> int:
+    from callrec.preflight import print_checks
+
+    return print_checks(load_settings())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--requeue", action="store_true", help="requeue them (all, or --id)")
     dead.add_argument("--id", help="only this dead-letter entry")
     dead.set_defaults(func=_dead_letters)
+
+    check = sub.add_parser(
+        "check", help="preflight: Redis, storage, public URL, Twilio credentials (exit 1 on FAIL)"
+    )
+    check.set_defaults(func=_check)
     return parser
 
 

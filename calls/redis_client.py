@@ -149,6 +149,12 @@ async def detect_cluster(url: str, tls: RedisTls = NO_TLS) -> bool:
             delay_s = min(delay_s * 2, PROBE_MAX_S)
 
 
+def tls_advice(settings: Settings, refused: ssl.SSLError) -> str:
+    """One line: why ``settings.redis_url``'s TLS handshake failed, and the fix."""
+    assert settings.redis_url
+    return _tls_advice(settings.redis_url, settings.redis_tls, refused)
+
+
 def _tls_advice(url: str, tls: RedisTls, refused: ssl.SSLError) -> str:
     reason = getattr(refused, "verify_message", None) or refused.reason or str(refused)
     parts = urlsplit(url)

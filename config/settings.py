@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 StorageKind = Literal["disk", "s3"]
+# PaaS platforms recognised by a variable each sets in every process it runs; on all of
+# them, every web and worker process has its own disk.
+PLATFORM_MARKERS = (("DYNO", "Heroku"), ("RENDER_SERVICE_ID", "Render"), ("FLY_APP_NAME", "Fly.io"))
 ServeS3Via = Literal["redirect", "proxy"]
 ServeVia = Literal["app", "x-accel"]
 
@@ -78,6 +81,11 @@ class Settings:
     jwt_secret: str | None
     storage: StorageKind
     recordings_dir: Path
+    # RECORDINGS_DIR_SHARED: whether every web and worker process sees the same
+    # RECORDINGS_DIR (one host, or one shared volume). None = not said; `callrec check`
+    # then judges from the platform. STORAGE=disk needs it, STORAGE=s3 does not.
+    recordings_dir_shared: bool | None
+    platform: str | None  # the PaaS this runs on, when one is recognised
     s3: S3Settings | None
     serve_via: ServeVia
     max_slots_per_business: int
@@ -129,9 +137,13 @@ class _Reader:
         return value
 
     def flag(self, name: str, default: bool) -> bool:
+        value = self.optional_flag(name)
+        return default if value is None else value
+
+    def optional_flag(self, name: str) -> bool | None:
         raw = self.text(name)
         if raw is None:
-            return default
+            return None
         if raw.lower() in _TRUE:
             return True
         if raw.lower() in _FALSE:
@@ -201,6 +213,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
         jwt_secret=read.text("CALLREC_JWT_SECRET"),
         storage=storage,  # type: ignore[arg-type]
         recordings_dir=Path(read.text("RECORDINGS_DIR", "./recordings") or "./recordings"),
+        recordings_dir_shared=read.optional_flag("RECORDINGS_DIR_SHARED"),
+        platform=next((name for var, name in PLATFORM_MARKERS if read.text(var)), None),
         s3=s3,
         serve_via=read.choice("SERVE_VIA", "app", ("app", "x-accel")),  # type: ignore[arg-type]
         max_slots_per_business=read.integer("MAX_SLOTS_PER_BUSINESS", 3),

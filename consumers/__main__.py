@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -24,8 +25,15 @@ EXIT_HANDED_BACK = 75  # stopped, and downloads still running after the grace pe
 # handed back to the head of their queues for other workers (EX_TEMPFAIL: nothing lost)
 
 
+def consumer_name() -> str:
+    """Unique per process: host and pid for operators, plus a random part, because
+    containers sharing the host's network share its hostname and are all PID 1, and two
+    live workers under one consumer name would take each other's pending entries."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 async def _main(settings: Settings) -> int:
-    consumer = f"{socket.gethostname()}-{os.getpid()}"
+    consumer = consumer_name()
     worker, close = await build_worker(settings, consumer)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -43,4 +44,11 @@ except SettingsError as exc:
     sys.exit(2)
 
 configure_logging(_settings.log_format)
+if _settings.public_base_url is None:
+    # `callrec dev` always sets it, so this is a deployment that forgot it.
+    logging.getLogger("ingest").warning(
+        "PUBLIC_BASE_URL is unset: Twilio signs each webhook with the URL it called, and "
+        "behind a proxy or PaaS router this process sees another one, so every webhook "
+        "would be answered 403; set PUBLIC_BASE_URL to the https:// URL Twilio calls"
+    )
 app = OneLineStartFailure(create_app(_settings))

@@ -12,7 +12,16 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from callrec.embedded_redis import EmbeddedRedis
+from tests.containers import containers, images
 from tests.stack import Stack
+
+__all__ = ["containers", "images"]  # fixtures of tests/containers.py, for every test file
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Container tests last: `make test` builds their images in the background meanwhile,
+    and the ``images`` fixture waits for that build (tests/images.py's lock)."""
+    items.sort(key=lambda item: item.get_closest_marker("containers") is not None)
 
 
 @pytest.fixture(scope="session")

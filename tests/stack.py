@@ -106,7 +106,7 @@ class Stack:
     def start_web(self, log_level: str = "warning", **extra: str) -> str:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = self.env(PUBLIC_BASE_URL=url, **extra)
+        env = self.env(**{"PUBLIC_BASE_URL": url, **extra})  # extra may override it
         proc = self._spawn(
             f"web{len(self.web_urls)}",
             # "info" shows uvicorn's access log, as the Procfile's web does.

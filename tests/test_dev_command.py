@@ -29,6 +29,7 @@ def test_callrec_dev_serves_demo_calls_and_stops_cleanly(tmp_path: Path) -> None
 
         wait_for(playable, "a demo recording to play")
         assert list((tmp_path / ".callrec-dev" / "recordings").glob("CA*.mp3"))
+        assert "PUBLIC_BASE_URL is unset" not in dev.output()  # dev sets it
     finally:
         assert dev.stop() == 0, dev.output()
 

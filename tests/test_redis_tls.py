@@ -78,6 +78,10 @@ def test_a_web_and_a_worker_play_through_rediss_with_the_ca(
         status = _cli(["status", "--business", B], _settings(tls_server.url, REDIS_TLS_CA_FILE=ca))
         assert status.returncode == 0, status.stderr
         assert B in status.stdout
+        check = _cli(["check"], _settings(tls_server.url, REDIS_TLS_CA_FILE=ca))
+        assert any(
+            line.split()[:3] == ["redis", "reachable", "ok"] for line in check.stdout.splitlines()
+        ), check.stdout
         # Every client callrec opened spoke TLS: the server has no plain port at all.
         with tls_server.admin() as admin:
             assert admin.config_get("port") == {"port": "0"}
@@ -109,6 +113,9 @@ def test_a_ca_that_does_not_sign_the_server_stops_every_process_with_one_line(
     assert status.returncode == 2
     assert status.stderr.startswith("callrec status: Redis TLS certificate of 127.0.0.1:")
     assert len(status.stderr.strip().splitlines()) == 1
+    check = _cli(["check"], _settings(tls_server.url, REDIS_TLS_CA_FILE=wrong))
+    assert check.returncode == 1
+    assert f"REDIS_TLS_CA_FILE {wrong} does not sign it" in check.stdout, check.stdout
 
 
 async def test_verify_false_accepts_the_self_signed_certificate(tls_server: TlsRedis) -> None:

@@ -17,7 +17,7 @@ from twilio_sim.auth import TwilioAuth
 from twilio_sim.cdn import CdnSigner
 from twilio_sim.errors import fault_response, not_found, twilio_error
 from twilio_sim.models import Fault, SimRecording
-from twilio_sim.resources import API_VERSION, recording_json, recording_page
+from twilio_sim.resources import API_VERSION, account_json, recording_json, recording_page
 from twilio_sim.state import MediaSettings, SimState, Slot
 from twilio_sim.streaming import ActiveResponses, CutOff, send_media
 
@@ -153,11 +153,21 @@ def build_api_app(
         Route("/Recordings/{name}", recordings, methods=["GET"]),
     ]
     auth = Middleware(TwilioAuth, account_sid=account_sid, auth_token=auth_token)
+
+    async def account(request: Request) -> Response:
+        return JSONResponse(account_json(account_sid))
+
     return Starlette(
         routes=[
+            Route(
+                f"/{API_VERSION}/Accounts/{{account_sid}}.json",
+                account,
+                methods=["GET"],
+                middleware=[auth],
+            ),
             Mount(
                 f"/{API_VERSION}/Accounts/{{account_sid}}", routes=account_routes, middleware=[auth]
-            )
+            ),
         ],
         exception_handlers={HTTPException: _twilio_http_error},
     )

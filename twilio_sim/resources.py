@@ -12,6 +12,18 @@ API_VERSION = "2010-04-01"
 PAGE_SIZE = 50
 
 
+def account_json(account_sid: str) -> dict[str, object]:
+    """GET /Accounts/{sid}.json: the account itself (what a credentials check fetches)."""
+    return {
+        "sid": account_sid,
+        "friendly_name": "Simulated account",
+        "status": "active",
+        "type": "Full",
+        "owner_account_sid": account_sid,
+        "uri": f"/{API_VERSION}/Accounts/{account_sid}.json",
+    }
+
+
 def recording_path(account_sid: str, recording_sid: str) -> str:
     return f"/{API_VERSION}/Accounts/{account_sid}/Recordings/{recording_sid}"
 
