@@ -171,8 +171,18 @@ class TlsRedis:
                 "--cluster-enabled", "yes",
                 "--tls-cluster", "yes",
                 "--cluster-config-file", str(self.directory / "nodes.conf"),
+                # Its own free port: the default (port + 10000) may be taken or past 65535.
+                "--cluster-port", str(free_port()),
             ]  # fmt: skip
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        assert self._proc is not None
         client = self.admin()
         deadline = time.monotonic() + timeout_s
         try:
