@@ -31,6 +31,16 @@ def download_field(outcome: str) -> str:
     return f"download:{outcome}"
 
 
+def lock_wait_field(outcome: str) -> str:
+    """A download that waited for another holder of its recording's file lock:
+    ``stored`` when the holder had stored the recording meanwhile (no Twilio request),
+    ``missing`` when it had not (this download goes on to fetch it)."""
+    return f"lock_wait:{outcome}"
+
+
+LOCK_WAIT_OUTCOMES = ("stored", "missing")
+
+
 def twilio_field(status: str) -> str:
     """``status`` is Twilio's HTTP status code, or ``timeout``/``transport`` when no
     answer came back."""

@@ -88,9 +88,15 @@ async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
 
 
 async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
-    async with ctx.store.lock(sid):
+    async with ctx.store.lock(sid) as waited:
         # Another process may have stored it while we waited for the lock.
-        if await ctx.store.stat(sid) is not None:
+        stored = await ctx.store.stat(sid) is not None
+        if waited:
+            # Counted, since only this shows the lock doing its job across processes and
+            # hosts sharing a disk (the slots keep most duplicates from getting here).
+            outcome = "stored" if stored else "missing"
+            await stats.count(ctx.redis, stats.lock_wait_field(outcome))
+        if stored:
             return Ending("ready")
         call = await ctx.registry.get(b, sid)
         if call is not None and call.twilio_unavailable:

@@ -81,6 +81,15 @@ class _Snapshot(Collector):
         for outcome in ("ok", "retry", "failed"):
             downloads.add_metric([outcome], c.get(stats.download_field(outcome), 0.0))
         yield downloads
+        lock_waits = CounterMetricFamily(
+            "callrec_lock_waits",
+            "Downloads that waited on another holder's file lock for the same recording, "
+            "by what they found then (stored: no Twilio request needed; missing)",
+            labels=["outcome"],
+        )
+        for outcome in stats.LOCK_WAIT_OUTCOMES:
+            lock_waits.add_metric([outcome], c.get(stats.lock_wait_field(outcome), 0.0))
+        yield lock_waits
         yield _histogram(
             "callrec_download_seconds",
             "Time from slot grant to the end of a download attempt",

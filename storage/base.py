@@ -47,8 +47,9 @@ class RecordingStore(Protocol):
         """The stored recording, or None when there is none (never a partial one)."""
         ...
 
-    def lock(self, call_sid: str) -> AbstractAsyncContextManager[None]:
-        """Exclusive across processes and hosts sharing the storage, for one call."""
+    def lock(self, call_sid: str) -> AbstractAsyncContextManager[bool]:
+        """Exclusive across processes and hosts sharing the storage, for one call; the
+        context value says whether another holder made us wait."""
         ...
 
     def staging(self, call_sid: str) -> AbstractAsyncContextManager[StagingFile]:

@@ -63,7 +63,7 @@ class DiskStore(RecordingStore):
         st = await asyncio.to_thread(_stat_or_none, path)
         return None if st is None else recording_from_stat(call_sid, path, st)
 
-    def lock(self, call_sid: str) -> AbstractAsyncContextManager[None]:
+    def lock(self, call_sid: str) -> AbstractAsyncContextManager[bool]:
         return file_lock(self.lock_path_for(call_sid))
 
     def staging(self, call_sid: str) -> AbstractAsyncContextManager[StagingFile]:

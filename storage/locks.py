@@ -102,15 +102,17 @@ async def _wait_for_flock(fd: int, lock_path: Path) -> None:
 
 
 @asynccontextmanager
-async def file_lock(lock_path: Path) -> AsyncIterator[None]:
-    """Hold an exclusive flock on ``lock_path`` (created if needed) for the block."""
+async def file_lock(lock_path: Path) -> AsyncIterator[bool]:
+    """Hold an exclusive flock on ``lock_path`` (created if needed) for the block; yields
+    whether another holder made us wait for it."""
     fd = await _open_off_loop(lock_path)
     # LOCK_NB never blocks, so the uncontended case costs no thread.
-    if not _try_flock(fd):
+    waited = not _try_flock(fd)
+    if waited:
         log.debug("waiting for lock %s", lock_path)
         await _wait_for_flock(fd, lock_path)
     try:
-        yield
+        yield waited
     finally:
         _release(fd)
 

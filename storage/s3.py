@@ -151,7 +151,7 @@ class S3Store(RecordingStore):
             path=None,
         )
 
-    def lock(self, call_sid: str) -> AbstractAsyncContextManager[None]:
+    def lock(self, call_sid: str) -> AbstractAsyncContextManager[bool]:
         return self.cache.disk.lock(call_sid)
 
     def staging(self, call_sid: str) -> AbstractAsyncContextManager[StagingFile]:

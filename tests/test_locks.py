@@ -203,3 +203,21 @@ async def test_coroutines_in_one_process_exclude_each_other(tmp_path: Path) -> N
     # Entries and exits strictly alternate: nobody entered while someone was inside.
     assert [e.split("-")[1] for e in order] == ["in", "out"] * 4
     assert not is_locked(lock)
+
+
+async def test_file_lock_says_whether_another_holder_made_it_wait(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    async with file_lock(lock) as waited:
+        assert waited is False  # nobody held it
+    holder = os.open(lock, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+
+    async def waiter() -> bool:
+        async with file_lock(lock) as waited:
+            return waited
+
+    task = asyncio.create_task(waiter())
+    await async_wait_until(lambda: has_blocked_waiter(lock), "the waiter to block")
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    os.close(holder)
+    assert await asyncio.wait_for(task, 30) is True
