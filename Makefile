@@ -56,10 +56,11 @@ images: install
 lint: install
 	$(BIN)/ruff check --no-cache .
 
-## Speed, measured: callrec against nginx and a bare Starlette FileResponse, the download
-## pipeline, fairness and memory (installs nginx and wrk when missing; about 5 minutes).
+## Speed, measured: callrec against nginx, a bare Starlette FileResponse and granian, the
+## download pipeline against the peer queues (../shared/peers), fairness and memory
+## (installs nginx, wrk, granian and the peers' virtualenv when missing; about 9 minutes).
 bench: install
-	bench/install-tools.sh
+	bench/install-tools.sh $(VENV)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 typecheck: install

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import statistics
 import time
 from collections.abc import Iterable
@@ -315,4 +316,130 @@ def fairness(stack: Stack, sim: Simulator, client: redis.Redis, workers: int) ->
         "b_wait_p99_ms": percentile(waits_ms, 99),
         "a_still_queued_at_end": a_still_queued,
         "max_concurrent_a": sim.max_concurrent("7001"),
+    }
+
+
+def ordered_recordings(
+    businesses: int, per_business: int, order: str, offset: int = 0
+) -> list[SimRecording]:
+    """The peers' workload shapes: ``grouped`` is all of business 0, then all of business
+    1...; ``interleaved`` is round-robin over the businesses."""
+    recs = []
+    for b in range(businesses):
+        for i in range(per_business):
+            n = offset + b * per_business + i
+            recs.append(
+                SimRecording(business(b), call_sid(n), f"RE{n:032x}", size_bytes=MEDIA_BYTES)
+            )
+    if order == "interleaved":
+        recs = [recs[b * per_business + i] for i in range(per_business) for b in range(businesses)]
+    return recs
+
+
+async def _enqueue_one_by_one(redis_url: str, recs: list[SimRecording]) -> float:
+    client = aioredis.Redis.from_url(redis_url)
+    t = time.monotonic()
+    for rec in recs:
+        await request_download(client, rec.business_id, rec.call_sid, source="play")
+    await client.aclose()
+    return t
+
+
+def fifo_out_of_order(recs: list[SimRecording], started: dict[str, float]) -> int:
+    """Starts that came after a later-enqueued request of the same business had started
+    (the peers' harness counts the same way)."""
+    latest: dict[str, int] = {}
+    seq = {r.call_sid: i for i, r in enumerate(recs)}
+    late = 0
+    for sid in sorted(started, key=lambda s: started[s]):
+        if sid not in seq:
+            continue
+        b = recs[seq[sid]].business_id
+        if seq[sid] < latest.get(b, -1):
+            late += 1
+        else:
+            latest[b] = seq[sid]
+    return late
+
+
+ADMITTED = re.compile(r"download begins business_id=(\S+) sid=(\S+) token=(\d+)")
+
+
+def fifo_admission_violations(recs: list[SimRecording], worker_logs: str) -> int:
+    """Admissions out of enqueue order within a business, by fencing token (each
+    admission's INCR): callrec's FIFO promise. Starts at the media server (the peers'
+    measure) also reorder when a business's three slot holders race on the wire."""
+    seq = {r.call_sid: i for i, r in enumerate(recs)}
+    by_business: dict[str, list[tuple[int, int]]] = {}
+    for b, sid, token in ADMITTED.findall(worker_logs):
+        if sid in seq:
+            by_business.setdefault(b, []).append((int(token), seq[sid]))
+    late = 0
+    for admissions in by_business.values():
+        latest = -1
+        for _, n in sorted(admissions):
+            if n < latest:
+                late += 1
+            latest = max(latest, n)
+    return late
+
+
+def peer_workload(
+    stack: Stack,
+    sim: Simulator,
+    client: redis.Redis,
+    *,
+    businesses: int,
+    per_business: int,
+    latency_s: float,
+    order: str,
+    workers: int = 2,
+) -> dict[str, Any]:
+    """callrec on one of the peers' workloads: the requests enqueued one at a time, as the
+    peers' harness enqueues its jobs; wall time is the first enqueue to the last file."""
+    fresh(client, sim)
+    recs = ordered_recordings(businesses, per_business, order)
+    n = len(recs)
+    register(sim, stack.redis_url, recs)
+    directory = stack.recordings_dir / f"peer-{order}-{businesses}"
+    for _ in range(workers):
+        stack.start_worker(RECORDINGS_DIR=str(directory))
+    sim.reset_counters()
+    sim.latency_s = latency_s
+    client.config_resetstat()
+    try:
+        cpu_before = sum(cpu_s(p.popen.pid) for p in stack.workers())
+        t0 = asyncio.run(_enqueue_one_by_one(stack.redis_url, recs))
+        t_end = wait_stored(directory, n, timeout_s=300)
+        cpu_ms = (sum(cpu_s(p.popen.pid) for p in stack.workers()) - cpu_before) * 1000 / n
+        after = command_stats(client)
+        stack.stop()
+        admission_late = fifo_admission_violations(recs, stack.worker_logs())
+    finally:
+        sim.latency_s = 0.0
+        stack.stop()
+        stack.procs.clear()
+    total_calls = sum(v for k, v in after.items() if k not in ("info", "config|resetstat"))
+    wall = t_end - t0
+    return {
+        "jobs": n,
+        "businesses": businesses,
+        "order": order,
+        "media_latency_s": latency_s,
+        "workers": workers,
+        "wall_s": wall,
+        "jobs_per_s": n / wall,
+        "media_downloads": sim.total_downloads(),
+        "max_concurrent_per_business": max(
+            sim.max_concurrent(business(i)) for i in range(businesses)
+        ),
+        "fifo_out_of_order": fifo_out_of_order(recs, sim.first_media_request_times()),
+        "fifo_admissions_out_of_order": admission_late,
+        "worker_cpu_ms_per_recording": cpu_ms,
+        "redis_commands_incl_in_script_per_recording": total_calls / n,
+        "commands_by_name_per_recording": {
+            k: round(v / n, 2)
+            for k, v in sorted(after.items(), key=lambda kv: -kv[1])
+            if v / n >= 0.05 and k not in ("info", "config|resetstat")
+        },
     }

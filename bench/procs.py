@@ -9,8 +9,11 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+import httpx
 
 from callrec.embedded_redis import free_port
 from callrec.procfile import web_command
@@ -57,6 +60,39 @@ def start_uvicorn(
     return proc, port
 
 
+def granian_binary() -> str | None:
+    """granian next to this interpreter (the bench installs it), else on PATH."""
+    here = Path(sys.executable).parent / "granian"
+    return str(here) if here.exists() else shutil.which("granian")
+
+
+def start_granian(
+    stack: Stack, app: str, *, workers: int, name: str, **extra_env: str
+) -> tuple[Proc, int]:
+    """The same ASGI app under granian (Rust HTTP, uvloop) with N worker processes."""
+    binary = granian_binary()
+    assert binary is not None
+    port = free_port()
+    env = stack.env(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", **extra_env)
+    args = [binary, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--workers", str(workers), "--loop", "uvloop", "--http", "1", "--no-ws"]
+    args += ["--log-level", "warning", "--no-access-log", "--workers-kill-timeout", "5", app]
+    proc = spawn(stack, name, args, env)
+
+    def up() -> bool:
+        if not proc.alive():
+            raise AssertionError(f"{name} exited:\n{proc.log()}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, f"{name} to answer")
+    wait_for(lambda: len(child_pids(proc.popen.pid)) >= workers, name)
+    time.sleep(0.5)
+    return proc, port
+
+
 def child_pids(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -78,8 +114,11 @@ def start_nginx(stack: Stack, name: str, server_block: str, *, workers: int) -> 
     prefix = stack.tmp / name
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
+    # As root, nginx's workers would drop to "nobody", which cannot enter the 0700 temp
+    # directories the recordings live in; keep them as the user that made those.
+    user = "user root;\n" if os.geteuid() == 0 else ""
     conf.write_text(
-        f"""worker_processes {workers};
+        f"""{user}worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
 events {{ worker_connections 1024; }}
@@ -122,8 +161,11 @@ def nginx_direct_block(port: int, directory: Path) -> str:
     }}"""
 
 
-def nginx_xaccel_block(port: int, upstream_port: int, recordings: Path, access_log: Path) -> str:
-    """deploy/nginx.conf with this run's port, upstream, RECORDINGS_DIR and access log."""
+def nginx_xaccel_block(
+    port: int, upstream_port: int, recordings: Path, access_log: Path, signed_url_secret: str = ""
+) -> str:
+    """deploy/nginx.conf with this run's port, upstream, RECORDINGS_DIR, access log and
+    (for SERVE_VIA=signed) SIGNED_URL_SECRET."""
     text = DEPLOY_NGINX_CONF.read_text()
     replacements = {
         "server 127.0.0.1:8000;": f"server 127.0.0.1:{upstream_port};",
@@ -131,6 +173,8 @@ def nginx_xaccel_block(port: int, upstream_port: int, recordings: Path, access_l
         "alias /srv/callrec/recordings/;": f"alias {recordings}/;",
         "access_log /var/log/nginx/callrec.access.log ": f"access_log {access_log} ",
     }
+    if signed_url_secret:
+        replacements['"CALLREC_SIGNED_URL_SECRET"'] = f'"{signed_url_secret}"'
     for shipped, local in replacements.items():
         assert shipped in text, f"deploy/nginx.conf no longer has {shipped!r}"
         text = text.replace(shipped, local)

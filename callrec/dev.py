@@ -2,9 +2,11 @@
 
 Starts what is missing: a private Redis when ``REDIS_URL`` is unset, the Twilio
 simulator (with demo calls sent through real signed webhooks) when
-``TWILIO_ACCOUNT_SID`` is unset, and with ``--local-s3`` an S3-compatible server (moto)
-with a bucket, so ``STORAGE=s3`` runs without a cloud account; then the ``web`` and
-``worker`` processes of the Procfile, as child processes with the same commands.
+``TWILIO_ACCOUNT_SID`` is unset: two businesses, ``demo`` on the main account and
+``demo-sub`` on a subaccount of it (found with ``TWILIO_SUBACCOUNTS=auto``); and with
+``--local-s3`` an S3-compatible server (moto) with a bucket, so ``STORAGE=s3`` runs
+without a cloud account; then the ``web`` and ``worker`` processes of the Procfile, as
+child processes with the same commands.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from callrec.procfile import web_command, worker_command
 from ingest.auth import issue_token
 
 DEMO_BUSINESS = "demo"
+SUBACCOUNT_BUSINESS = "demo-sub"
 DEV_DIR = Path(".callrec-dev")
 DEV_BUCKET = "callrec-dev"
 
@@ -79,6 +82,9 @@ def run_dev(*, port: int, workers: int, demo_calls: int, local_s3: bool = False)
                 TWILIO_AUTH_TOKEN=DEMO_AUTH_TOKEN,
                 TWILIO_API_BASE=simulator.base_url,
             )
+            # demo-sub's webhooks come signed by a subaccount, which callrec recognises by
+            # asking the simulator with the main credentials.
+            env.setdefault("TWILIO_SUBACCOUNTS", "auto")
             print(f"twilio simulator: {simulator.base_url}")
         base_url = f"http://127.0.0.1:{port}"
         env.setdefault("PUBLIC_BASE_URL", base_url)
@@ -97,9 +103,17 @@ def run_dev(*, port: int, workers: int, demo_calls: int, local_s3: bool = False)
         if simulator is not None:
             _seed_demo(simulator, env["PUBLIC_BASE_URL"], demo_calls)
         token = issue_token(env["CALLREC_JWT_SECRET"], DEMO_BUSINESS, 12 * 3600)
+        sub_line = ""
+        if simulator is not None:
+            sub_token = issue_token(env["CALLREC_JWT_SECRET"], SUBACCOUNT_BUSINESS, 12 * 3600)
+            sub_line = (
+                f"business '{SUBACCOUNT_BUSINESS}' (on a Twilio subaccount): "
+                f"{base_url}/?token={sub_token}\n"
+            )
         print(
             f"\ncallrec is running: {base_url}/?token={token}\n"
             f"API token for business '{DEMO_BUSINESS}' (12 h): {token}\n"
+            f"{sub_line}"
             "Ctrl-C stops everything.",
             flush=True,
         )
@@ -112,12 +126,28 @@ def run_dev(*, port: int, workers: int, demo_calls: int, local_s3: bool = False)
 
 
 def _seed_demo(simulator: object, public_base: str, n: int) -> None:
+    from twilio_sim import Simulator
+
+    assert isinstance(simulator, Simulator)
+    sub = simulator.add_account(SUBACCOUNT_BUSINESS, subaccount=True)
+    _seed_business(simulator, public_base, DEMO_BUSINESS, None, n)
+    _seed_business(simulator, public_base, SUBACCOUNT_BUSINESS, sub.sid, max(1, n // 2))
+
+
+def _seed_business(
+    simulator: object, public_base: str, business: str, account_sid: str | None, n: int
+) -> None:
+    """``n`` calls of ``business`` whose recordings are filed under ``account_sid`` (None:
+    the main account), registered through webhooks that account signs."""
+    import dataclasses
+
     from twilio_sim import Simulator, demo_recordings
 
     assert isinstance(simulator, Simulator)
-    hooks = f"{public_base}/webhooks/twilio/{DEMO_BUSINESS}"
+    hooks = f"{public_base}/webhooks/twilio/{business}"
     now = time.time()
-    for i, rec in enumerate(demo_recordings(DEMO_BUSINESS, n)):
+    for i, demo in enumerate(demo_recordings(business, n)):
+        rec = dataclasses.replace(demo, account_sid=account_sid)
         simulator.add_recording(rec)
         stamp = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(now - 600 * (n - i)))
         simulator.send_call_status(
@@ -126,5 +156,6 @@ def _seed_demo(simulator: object, public_base: str, n: int) -> None:
             timestamp=stamp,
             duration_s=rec.duration_s,
             sequence_number=1,
+            account_sid=account_sid,
         )
         simulator.send_recording_status(f"{hooks}/recording-status", rec)

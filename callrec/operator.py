@@ -9,6 +9,8 @@ from calls.redis_client import RedisClient, connect
 from calls.redis_values import texts
 from config.settings import Settings
 from consumers.dead_letters import list_dead_letters, requeue_dead_letter
+from tenants.accounts import AccountRegistry
+from tenants.permits import usage
 
 
 async def _connect(settings: Settings) -> RedisClient:
@@ -35,6 +37,7 @@ async def print_status(settings: Settings, business: str | None) -> int:
                 f"{b:<20} {len(members):>3}/{settings.max_slots_per_business:<3} {qlen:>7}  "
                 + (", ".join(leases) or "-")
             )
+        await _print_accounts(redis, settings)
         try:
             summary = await redis.xpending(keys.EVENTS, keys.EVENTS_GROUP)
             pending = summary["pending"]
@@ -48,6 +51,28 @@ async def print_status(settings: Settings, business: str | None) -> int:
     finally:
         await redis.aclose()
     return 0
+
+
+async def _print_accounts(redis: RedisClient, settings: Settings) -> None:
+    """Twilio accounts: permits in flight against the effective limit, 429s; and which
+    businesses have an account of their own (no secret is read or shown)."""
+    max_per_account = settings.twilio.max_concurrent_per_account
+    accounts = await usage(redis, max_per_account)
+    print(f"\n{'twilio account':<36} {'permits':>9} {'429s':>7}")
+    for a in accounts:
+        print(f"{a.account_sid:<36} {a.in_use:>4}/{a.limit:<4} {a.throttled:>7}")
+    if not accounts:
+        print("(no requests to Twilio yet)")
+    registry = AccountRegistry(redis, None)
+    own = await registry.businesses()
+    main = settings.twilio.account_sid or "(TWILIO_ACCOUNT_SID unset)"
+    print(f"main account {main}; {len(own)} businesses with their own account")
+    for b in own:
+        described = await registry.describe(b)
+        if described is not None:
+            region = described["region"] or "us1"
+            print(f"  {b:<20} {described['account_sid']} region={region}")
+    print()
 
 
 async def dead_letters(settings: Settings, *, requeue: bool, entry_id: str | None) -> int:

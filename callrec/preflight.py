@@ -45,6 +45,7 @@ def run_checks(settings: Settings) -> list[Check]:
     rows.append(_disk_sharing(settings))
     rows.append(_public_base_url(settings))
     rows.append(_twilio(settings))
+    rows.append(_business_accounts(settings))
     return rows
 
 
@@ -291,6 +292,49 @@ def _twilio(settings: Settings) -> Check:
     except httpx.HTTPError as exc:
         return Check(name, "FAIL", f"{settings.twilio.api_base} unreachable: {exc}")
     return judge_account(answer, sid)
+
+
+def _business_accounts(settings: Settings) -> Check:
+    """Businesses with their own Twilio account need CALLREC_SECRETS_KEY, and the key
+    their secrets were sealed with (a changed key leaves them unreadable)."""
+    from cryptography.fernet import Fernet, InvalidToken
+
+    from calls import keys
+    from calls.redis_values import texts
+
+    name = "business twilio accounts"
+    # Without Redis the "redis reachable" row has failed already; this one cannot tell.
+    if settings.redis_url is None:
+        return Check(name, "warn", "not checked: no Redis")
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=5,
+        socket_timeout=5,
+        **tls_options(settings.redis_url, settings.redis_tls),
+    )
+    try:
+        businesses = texts(client.smembers(keys.ACCOUNTS))
+        key = settings.twilio.secrets_key
+        if not businesses:
+            return Check(name, "ok", "none (every business uses the main account)")
+        if key is None:
+            return Check(name, "FAIL", f"{len(businesses)} registered: CALLREC_SECRETS_KEY unset")
+        box = Fernet(key.encode())
+        unreadable = []
+        for b in sorted(businesses)[:1000]:
+            sealed = client.hget(keys.account(b), "auth_token")
+            try:
+                box.decrypt(sealed if isinstance(sealed, bytes) else b"")
+            except InvalidToken:
+                unreadable.append(b)
+    except redis.RedisError:
+        return Check(name, "warn", "not checked: Redis unreachable")
+    finally:
+        client.close()
+    if unreadable:
+        detail = f"{len(unreadable)} do not decrypt with CALLREC_SECRETS_KEY (changed key?)"
+        return Check(name, "FAIL", f"{detail}: {', '.join(unreadable[:5])}")
+    return Check(name, "ok", f"{len(businesses)} registered, secrets readable")
 
 
 def judge_account(answer: httpx.Response, sid: str) -> Check:

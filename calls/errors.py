@@ -72,11 +72,15 @@ class DownloadError(CallrecError):
         retryable: bool,
         retry_after_s: float | None = None,
         not_ready: bool = False,
+        throttled: bool = False,
     ) -> None:
         super().__init__(detail)
         self.retryable = retryable
         self.retry_after_s = retry_after_s  # what the server asked for (Retry-After)
         self.not_ready = not_ready  # Twilio's 404 right after "completed"
+        # Twilio's 429 (20429, too many concurrent requests on the account): back-pressure,
+        # waited out under the account cap, never counted as an attempt.
+        self.throttled = throttled
 
 
 class LeaseLost(CallrecError):
@@ -87,3 +91,12 @@ class RedisTlsError(CallrecError):
     """The TLS handshake with Redis failed for a reason waiting will not fix (a certificate
     the configured CA does not sign, a server that does not speak TLS): the process stops
     at start with this one line instead of retrying forever."""
+
+
+class TwilioApiError(CallrecError):
+    """A REST request to Twilio (listing, DELETE) failed; ``retryable`` as for downloads."""
+
+    def __init__(self, detail: str, *, retryable: bool, retry_after_s: float | None = None) -> None:
+        super().__init__(detail)
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s

@@ -149,6 +149,19 @@ async def detect_cluster(url: str, tls: RedisTls = NO_TLS) -> bool:
             delay_s = min(delay_s * 2, PROBE_MAX_S)
 
 
+async def probe_cluster(url: str, tls: RedisTls = NO_TLS) -> bool | None:
+    """:func:`is_cluster` asked once: None while the server is unreachable (a web serves
+    503s meanwhile); a refused certificate is :class:`~calls.errors.RedisTlsError`."""
+    try:
+        return await is_cluster(url, tls)
+    except TRANSIENT as exc:
+        refused = tls_failure(exc)
+        if refused is not None:
+            raise RedisTlsError(_tls_advice(url, tls, refused)) from exc
+        log.warning("redis unreachable at start (%s): serving 503s until it answers", exc)
+        return None
+
+
 def tls_advice(settings: Settings, refused: ssl.SSLError) -> str:
     """One line: why ``settings.redis_url``'s TLS handshake failed, and the fix."""
     assert settings.redis_url

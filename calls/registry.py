@@ -10,19 +10,33 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from calls import keys, sids
 from calls.errors import BadRequest
-from calls.redis_client import RedisClient
+from calls.recordings import (
+    RecordingBook,
+    RecordingMeta,
+    RecordingUpdate,
+    parse_update,
+    why_none,
+)
+from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text, text_map
 from semaphore.scripts import lua_text, register
 
 PENDING_STATES = ("queued", "processing")
 # Twilio's RecordingStatus words that mean there is no recording to fetch.
 TWILIO_UNAVAILABLE = ("absent", "failed")
+KNOWN_BUSINESSES_CACHED = 100_000
+
+
+def twilio_delete_entry(b: str, recording_sid: str, member: str) -> str:
+    """A member of ``keys.TWILIO_DELETES`` (read back by ``lifecycle.twilio_deletes``)."""
+    return f"{b}|{recording_sid}|{member}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +47,12 @@ class Call:
     @property
     def sid(self) -> str:
         return self.fields["call_sid"]
+
+    @property
+    def member(self) -> str:
+        """The slot member this hash keeps the state of: the call SID (its primary
+        recording), or a recording's own SID."""
+        return self.fields.get("member") or self.fields["call_sid"]
 
     @property
     def parent_sid(self) -> str | None:
@@ -76,6 +96,14 @@ class Call:
             "recording": {
                 "status": self.state,
                 "duration": _int_or_none(f.get("rec_duration")),
+                "recording_sid": f.get("rec_sid") or None,
+                "channels": _int_or_none(f.get("channels")),
+                "error_code": _int_or_none(f.get("error_code")),
+                "source": f.get("source") or None,
+                # Why there is nothing to play, in words (erased, too short, silent...).
+                "why": why_none(f, self.state),
+                # Where Twilio's copy is: kept, deleting (queued), deleted.
+                "twilio_copy": f.get("twilio_copy", "kept"),
             },
         }
 
@@ -120,10 +148,14 @@ class CallRegistry:
         self._recording_status = register(redis, "calls", "recording_status.lua")
         self._mark_ready = register(redis, "calls", "mark_ready.lua")
         self._page = redis.register_script(lua_text("calls", "page.lua"))
+        self._erase = register(redis, "calls", "erase.lua")
+        self.recordings = RecordingBook(redis)
+        self._known_businesses: set[str] = set()
 
     async def apply_call_status(
         self, b: str, sid: str, *, sequence: int, started_at_ms: int, fields: Mapping[str, str]
     ) -> bool:
+        await self.note_business(b)
         argv: list[str | int] = [sid, sequence, started_at_ms]
         for name, value in fields.items():
             argv += [name, value]
@@ -132,6 +164,125 @@ class CallRegistry:
         )
         return int(applied) == 1
 
+    async def note_business(self, b: str) -> None:
+        """Index the business for retention (once per process)."""
+        if b not in self._known_businesses:
+            await self._redis.sadd(keys.KNOWN_BUSINESSES, b)
+            if len(self._known_businesses) >= KNOWN_BUSINESSES_CACHED:
+                self._known_businesses.clear()
+            self._known_businesses.add(b)
+
+    async def queue_call_status(
+        self,
+        pipe: RedisPipeline,
+        b: str,
+        sid: str,
+        *,
+        sequence: int,
+        started_at_ms: int,
+        fields: Mapping[str, str],
+    ) -> None:
+        """:meth:`apply_call_status` queued on ``pipe`` (a backfill writes a page at once)."""
+        argv: list[str | int] = [sid, sequence, started_at_ms]
+        for name, value in fields.items():
+            argv += [name, value]
+        await self._call_status(
+            keys=[keys.call(b, sid), keys.calls_by_time(b)], args=argv, client=pipe  # type: ignore[arg-type]
+        )
+
+    async def queue_recording_status(
+        self,
+        pipe: RedisPipeline,
+        b: str,
+        sid: str,
+        *,
+        recording_sid: str,
+        twilio_status: str,
+        meta: RecordingMeta,
+        now_ms: int,
+    ) -> None:
+        """:meth:`apply_recording_status` queued on ``pipe``."""
+        await self._recording_status(
+            keys=self._recording_keys(b, sid, recording_sid),
+            args=self._recording_args(sid, recording_sid, twilio_status, meta, now_ms),
+            client=pipe,  # type: ignore[arg-type]  # ClusterPipeline: see semaphore/scripts.py
+        )
+
+    async def recordings_unknown(
+        self, b: str, pairs: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """The (call_sid, recording_sid) pairs the registry does not hold yet."""
+        if not pairs:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, recording_sid in pairs:
+                pipe.hget(keys.call(b, recording_sid), "rec_twilio")
+            held = await pipe.execute()
+        return [pair for pair, have in zip(pairs, held, strict=True) if have != b"completed"]
+
+    async def mark_erased(
+        self, b: str, member: str, recording_sids: Sequence[str], *, now_ms: int
+    ) -> bool:
+        """Tombstone ``member`` and its recordings; True when it was erased before."""
+        raw = await self._erase(
+            keys=[
+                keys.call(b, member),
+                keys.status_stream(b),
+                keys.erased(b),
+                keys.queue(b),
+                keys.queued(b),
+                keys.queued_at(b),
+                keys.pending(b),
+                *(keys.call(b, rsid) for rsid in recording_sids),
+            ],
+            args=[member, keys.STATUS_STREAM_MAXLEN, now_ms, *recording_sids],
+        )
+        return bool(json.loads(raw)["already"])
+
+    async def recording_members(self, call: Call) -> list[tuple[str, list[str]]]:
+        """(slot member, its recording SIDs) of every recording stored for ``call``: the
+        call itself for its primary (with no recording SID when none is known yet)."""
+        primary = call.fields.get("rec_sid")
+        members: dict[str, list[str]] = {call.sid: [primary] if primary else []}
+        # Its conferences' recordings too: the erased person's voice is in them.
+        for rec in (await self.recordings.recordings_of([call]))[call.sid]:
+            members.setdefault(rec.member, [])
+            if rec.sid not in members[rec.member]:
+                members[rec.member].append(rec.sid)
+        return list(members.items())
+
+    async def twilio_copy_deleting(self, b: str, member: str, recording_sid: str) -> None:
+        """callrec's copy is durable: queue the DELETE of Twilio's, and say so."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.call(b, member), "twilio_copy", "deleting")
+            pipe.zadd(
+                keys.TWILIO_DELETES, {twilio_delete_entry(b, recording_sid, member): 0}, nx=True
+            )
+            await pipe.execute()
+
+    async def twilio_copy_deleted(self, b: str, member: str) -> None:
+        # Only on a hash that still exists: a call dropped meanwhile is not brought back.
+        if await self._redis.hexists(keys.call(b, member), "state"):
+            await self._redis.hset(keys.call(b, member), "twilio_copy", "deleted")
+
+    async def drop_calls(self, b: str, sids: Sequence[str]) -> None:
+        """Forget these calls (call retention); their tombstones stay, so a late webhook
+        may register the call again but never fetches an erased recording."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.calls_by_time(b), *sids)
+            pipe.delete(*(keys.call(b, sid) for sid in sids))
+            await pipe.execute()
+
+    async def erased(self, b: str, sids: Sequence[str]) -> list[bool]:
+        """Which of ``sids`` (slot members or recording SIDs) are tombstoned."""
+        if not sids:
+            return []
+        flags = await self._redis.smismember(keys.erased(b), list(sids))
+        return [bool(f) for f in flags]
+
+    async def is_erased(self, b: str, *sids: str) -> bool:
+        return any(await self.erased(b, [s for s in sids if s]))
+
     async def apply_recording_status(
         self,
         b: str,
@@ -139,19 +290,44 @@ class CallRegistry:
         *,
         recording_sid: str,
         twilio_status: str,
-        duration: str,
+        duration: str = "",
         now_ms: int,
-    ) -> str:
-        state: object = await self._recording_status(
-            keys=[
-                keys.call(b, sid),
-                keys.calls_by_time(b),
-                keys.status_stream(b),
-                keys.pending(b),
-            ],
-            args=[sid, recording_sid, twilio_status, duration, now_ms, keys.STATUS_STREAM_MAXLEN],
+        meta: RecordingMeta | None = None,
+    ) -> RecordingUpdate:
+        """A recording status callback of a call's recording (recording_status.lua)."""
+        await self.note_business(b)
+        meta = meta or RecordingMeta(duration=duration)
+        raw = await self._recording_status(
+            keys=self._recording_keys(b, sid, recording_sid),
+            args=self._recording_args(sid, recording_sid, twilio_status, meta, now_ms),
         )
-        return text(state)
+        return parse_update(raw)
+
+    @staticmethod
+    def _recording_keys(b: str, sid: str, recording_sid: str) -> list[str]:
+        return [
+            keys.call(b, sid),
+            keys.calls_by_time(b),
+            keys.status_stream(b),
+            keys.pending(b),
+            keys.call(b, recording_sid) if recording_sid else keys.call(b, sid),
+            keys.call_recs(b, sid),
+            keys.erased(b),
+        ]
+
+    @staticmethod
+    def _recording_args(
+        sid: str, recording_sid: str, twilio_status: str, meta: RecordingMeta, now_ms: int
+    ) -> list[str | int]:
+        return [
+            sid,
+            recording_sid,
+            twilio_status,
+            meta.duration,
+            now_ms,
+            keys.STATUS_STREAM_MAXLEN,
+            *meta.args(),
+        ]
 
     async def get(self, b: str, sid: str) -> Call | None:
         raw = await self._redis.hgetall(keys.call(b, sid))
@@ -180,6 +356,10 @@ class CallRegistry:
             keys.call(b, sid),
             mapping={"rec_twilio": "absent", "reason": "no recording at Twilio"},
         )
+
+    async def set_account(self, b: str, sid: str, account_sid: str) -> None:
+        """The Twilio account the call's webhooks came from (its media is filed there)."""
+        await self._redis.hset(keys.call(b, sid), "account_sid", account_sid)
 
     async def set_recording_sid(self, b: str, sid: str, recording_sid: str) -> None:
         await self._redis.hset(keys.call(b, sid), "rec_sid", recording_sid)

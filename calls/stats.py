@@ -9,6 +9,7 @@ cumulative) plus a ``:sum`` field, accumulated by ``ingest/metrics.py`` at scrap
 from __future__ import annotations
 
 import bisect
+import collections
 
 from calls.keys import STATS
 from calls.redis_client import RedisClient, RedisPipeline
@@ -47,6 +48,16 @@ def twilio_field(status: str) -> str:
     return f"{TWILIO_PREFIX}{status}"
 
 
+def twilio_delete_field(outcome: str) -> str:
+    """``outcome``: deleted, gone (Twilio had no copy any more), retry."""
+    return f"twilio_delete:{outcome}"
+
+
+def erase_field(what: str) -> str:
+    """``what``: recordings erased, on request or by retention."""
+    return f"erase:{what}"
+
+
 def bucket_field(prefix: str, bounds: tuple[float, ...], value: float) -> str:
     # Non-cumulative bucket counts; the exporter accumulates them. "inf" catches the rest.
     i = bisect.bisect_left(bounds, value)
@@ -55,6 +66,31 @@ def bucket_field(prefix: str, bounds: tuple[float, ...], value: float) -> str:
 
 async def count(redis: RedisClient, field: str, by: int = 1) -> None:
     await redis.hincrby(STATS, field, by)
+
+
+class PendingCounts:
+    """Counters kept in memory until a round trip that happens anyway carries them (a
+    download's finishing pipeline) or the worker's maintenance loop flushes them, so a
+    Twilio response costs no round trip of its own. Counts taken by a pipeline that then
+    fails are lost, as a crashed process's would be: they are metrics, not state."""
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, field: str, by: int = 1) -> None:
+        self._counts[field] += by
+
+    def drain_into(self, pipe: RedisPipeline) -> None:
+        for field, by in self._counts.items():
+            pipe.hincrby(STATS, field, by)
+        self._counts.clear()
+
+    async def flush(self, redis: RedisClient) -> None:
+        if not self._counts:
+            return
+        async with redis.pipeline(transaction=False) as pipe:
+            self.drain_into(pipe)
+            await pipe.execute()
 
 
 def add_download_observation(

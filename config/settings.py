@@ -7,9 +7,10 @@ and hand the result to whatever they build.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -18,11 +19,20 @@ StorageKind = Literal["disk", "s3"]
 # them, every web and worker process has its own disk.
 PLATFORM_MARKERS = (("DYNO", "Heroku"), ("RENDER_SERVICE_ID", "Render"), ("FLY_APP_NAME", "Fly.io"))
 ServeS3Via = Literal["redirect", "proxy"]
-ServeVia = Literal["app", "x-accel"]
+ServeVia = Literal["app", "x-accel", "signed"]
 
 
 class SettingsError(Exception):
     """A variable is missing or malformed; the message names it."""
+
+
+# Twilio's regional API hosts (region + edge, per Twilio's regional REST API guide); a
+# region's credentials are only ever sent to its own host.
+REGION_API_BASES = {
+    "ie1": "https://api.dublin.ie1.twilio.com",
+    "au1": "https://api.sydney.au1.twilio.com",
+}
+SubaccountMode = Literal["off", "auto"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +40,18 @@ class TwilioSettings:
     account_sid: str | None
     auth_token: str | None
     api_base: str
+    # region -> API base; TWILIO_REGION_API_BASES overrides entries (tests point them at
+    # a simulator on loopback), regions missing from it are refused at registration.
+    region_api_bases: Mapping[str, str] = field(default_factory=lambda: dict(REGION_API_BASES))
+    max_concurrent_per_account: int = 20
+    subaccounts: SubaccountMode = "off"
+    # A Fernet key (URL-safe base64 of 32 bytes), checked at start; None: no business
+    # may register its own account.
+    secrets_key: str | None = None
+
+    def api_base_for(self, region: str | None) -> str:
+        """The API base requests of an account in ``region`` go to (None: the default)."""
+        return self.region_api_bases[region] if region else self.api_base
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +84,14 @@ class RedisPool:
 
 
 @dataclass(frozen=True, slots=True)
+class SignedUrlSettings:
+    """SERVE_VIA=signed: the key of the media URLs plays redirect to, and their lifetime."""
+
+    secret: str
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerTuning:
     """Knobs beyond the contract; defaults suit production, tests shorten them."""
 
@@ -70,6 +100,17 @@ class WorkerTuning:
     reconcile_interval_ms: int
     claim_min_idle_ms: int
     shutdown_grace_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleSettings:
+    """What happens to recordings after their download (lifecycle/)."""
+
+    delete_from_twilio: bool  # DELETE Twilio's copy once callrec's is durable
+    retention_days: int | None  # erase recordings of calls older than this
+    call_retention_days: int | None  # drop call records older than this
+    retention_batch: int  # calls looked at per business and tick (bounded work)
+    lifecycle_interval_ms: int  # how often workers look for due deletions and expiries
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +129,7 @@ class Settings:
     platform: str | None  # the PaaS this runs on, when one is recognised
     s3: S3Settings | None
     serve_via: ServeVia
+    signed_urls: SignedUrlSettings | None  # set exactly when serve_via == "signed"
     max_slots_per_business: int
     inflight_ttl_s: int
     queued_ttl_s: int
@@ -100,6 +142,7 @@ class Settings:
     sse_max_streams_per_business: int  # ... of them for one business
     redis_pool: RedisPool
     metrics_token: str | None  # set: /metrics wants "Authorization: Bearer <it>"
+    lifecycle: LifecycleSettings
 
     @property
     def inflight_ttl_ms(self) -> int:
@@ -135,6 +178,12 @@ class _Reader:
         if value < minimum:
             raise SettingsError(f"{name} must be at least {minimum}, got {value}")
         return value
+
+    def optional_integer(self, name: str) -> int | None:
+        """A positive integer, or None when the variable is unset."""
+        if self.text(name) is None:
+            return None
+        return self.integer(name, 0)
 
     def flag(self, name: str, default: bool) -> bool:
         value = self.optional_flag(name)
@@ -201,6 +250,16 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
         )
     public_base = read.text("PUBLIC_BASE_URL")
     redis_url = read.text("REDIS_URL")
+    serve_via = read.choice("SERVE_VIA", "app", ("app", "x-accel", "signed"))
+    signed_urls = None
+    if serve_via == "signed":
+        signed_urls = SignedUrlSettings(
+            secret=_signed_url_secret(read.required("SIGNED_URL_SECRET")),
+            ttl_s=read.integer("SIGNED_URL_TTL_SECONDS", 300),
+        )
+    secrets_key = read.text("CALLREC_SECRETS_KEY")
+    if secrets_key is not None:
+        _check_fernet_key(secrets_key)
     return Settings(
         redis_url=redis_url,
         redis_tls=_redis_tls(read, redis_url),
@@ -208,6 +267,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
             account_sid=read.text("TWILIO_ACCOUNT_SID"),
             auth_token=read.text("TWILIO_AUTH_TOKEN"),
             api_base=(read.text("TWILIO_API_BASE", "https://api.twilio.com") or "").rstrip("/"),
+            region_api_bases=_region_bases(read.text("TWILIO_REGION_API_BASES")),
+            max_concurrent_per_account=read.integer("TWILIO_MAX_CONCURRENT_PER_ACCOUNT", 20),
+            subaccounts=read.choice("TWILIO_SUBACCOUNTS", "off", ("off", "auto")),  # type: ignore[arg-type]
+            secrets_key=secrets_key,
         ),
         public_base_url=public_base.rstrip("/") if public_base else None,
         jwt_secret=read.text("CALLREC_JWT_SECRET"),
@@ -216,7 +279,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
         recordings_dir_shared=read.optional_flag("RECORDINGS_DIR_SHARED"),
         platform=next((name for var, name in PLATFORM_MARKERS if read.text(var)), None),
         s3=s3,
-        serve_via=read.choice("SERVE_VIA", "app", ("app", "x-accel")),  # type: ignore[arg-type]
+        serve_via=serve_via,  # type: ignore[arg-type]
+        signed_urls=signed_urls,
         max_slots_per_business=read.integer("MAX_SLOTS_PER_BUSINESS", 3),
         inflight_ttl_s=read.integer("INFLIGHT_TTL_SECONDS", 120),
         queued_ttl_s=read.integer("QUEUED_TTL_SECONDS", 1200),
@@ -238,7 +302,76 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
             wait_s=read.integer("REDIS_POOL_WAIT_SECONDS", 2, minimum=0),
         ),
         metrics_token=read.text("METRICS_TOKEN"),
+        lifecycle=_lifecycle(read),
     )
+
+
+def _lifecycle(read: _Reader) -> LifecycleSettings:
+    retention_days = read.optional_integer("RETENTION_DAYS")
+    call_retention_days = read.optional_integer("CALL_RETENTION_DAYS")
+    if call_retention_days is None:
+        call_retention_days = retention_days
+    if retention_days and call_retention_days and call_retention_days < retention_days:
+        # A call dropped while its recording is kept would leave the recording unreachable.
+        raise SettingsError(
+            f"CALL_RETENTION_DAYS ({call_retention_days}) must be at least RETENTION_DAYS "
+            f"({retention_days})"
+        )
+    return LifecycleSettings(
+        delete_from_twilio=read.flag("DELETE_FROM_TWILIO", False),
+        retention_days=retention_days,
+        call_retention_days=call_retention_days,
+        retention_batch=read.integer("RETENTION_BATCH", 100),
+        lifecycle_interval_ms=read.integer("LIFECYCLE_INTERVAL_MS", 1000),
+    )
+
+
+# The secret is pasted into nginx.conf (secure_link_md5), where quotes, spaces and "$"
+# would change the directive's meaning: keep it to the URL-safe base64 alphabet.
+SIGNED_URL_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,}")
+
+
+def _signed_url_secret(value: str) -> str:
+    if value.startswith("CALLREC_SIGNED"):
+        # deploy/nginx.conf's placeholder: nginx refuses every URL while it is in place.
+        raise SettingsError("SIGNED_URL_SECRET is still deploy/nginx.conf's placeholder")
+    if not SIGNED_URL_SECRET_PATTERN.fullmatch(value):
+        raise SettingsError(
+            "SIGNED_URL_SECRET must be at least 32 characters of A-Z a-z 0-9 _ - "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return value
+
+
+def _check_fernet_key(value: str) -> None:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.urlsafe_b64decode(value.encode())
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise SettingsError(
+            "CALLREC_SECRETS_KEY must be a Fernet key (URL-safe base64 of 32 bytes); "
+            "`callrec secrets-key` prints one"
+        )
+
+
+def _region_bases(raw: str | None) -> dict[str, str]:
+    """``ie1=https://...,au1=https://...`` over the built-in table."""
+    bases = dict(REGION_API_BASES)
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        region, sep, base = item.partition("=")
+        region, base = region.strip().lower(), base.strip().rstrip("/")
+        if not sep or not region.isalnum() or not base.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"TWILIO_REGION_API_BASES must be region=https://host pairs, got {item.strip()!r}"
+            )
+        bases[region] = base
+    return bases
 
 
 WEB_REQUIRED = ("REDIS_URL", "CALLREC_JWT_SECRET")

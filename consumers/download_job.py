@@ -1,8 +1,15 @@
-"""One download, from a granted slot to a stored ``<call_sid>.mp3`` and a done event.
+"""One download, from a granted slot to a stored ``<call_sid>.mp3`` and a released slot.
 
 Runs as a task in the worker, outside the stream handler: the ``start`` entry is
 acknowledged as soon as the task exists, and a crash from here on is repaired by the
 lease lapsing (the slot script requeues the call at the head of its business's queue).
+
+The finishing worker holds the slot's fencing token, so it releases the slot and starts
+the promoted downloads itself, in the round trip that records the download's counters: a
+done event through the stream would cost an XADD, a read and an acknowledgement more,
+and a second worker's handling. A release lost to a crash or a Redis outage is repaired
+the same way as any lost step: the lease lapses, the call is requeued, and its next
+download finds the file stored.
 """
 
 from __future__ import annotations
@@ -13,39 +20,57 @@ import logging
 import time
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from calls import stats
 from calls.errors import DownloadError, LeaseLost, StorageUnavailable
-from calls.events import Event, add_events
+from calls.events import Event
+from calls.registry import Call
 from consumers import handlers
+from consumers.account_requests import under_permit
 from consumers.backoff import backoff_s
 from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.lease import keep_lease
+from semaphore.slots import Outcome, SlotResult
+from tenants.ownership import claim
+from tenants.routing import AccountRoute
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Ending:
-    outcome: str  # ready | failed | retry | none
+    outcome: str  # ready | failed | retry | none | erased
     reason: str = ""
     delay_ms: int = 0
     size_bytes: int | None = None  # set when this attempt stored a file from Twilio
 
 
-async def run_download(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
+async def run_download(
+    ctx: WorkerContext,
+    b: str,
+    sid: str,
+    token: str,
+    start_download: handlers.StartDownload | None = None,
+) -> Ending | None:
+    """How the download ended, as its slot's release recorded it; None when nothing was
+    recorded (its lease was lost to a newer holder, or Redis was unreachable).
+    ``start_download`` starts the downloads this one's release promotes (the worker's own
+    task starter); without it, they get start events."""
     log.info("download begins business_id=%s sid=%s token=%s", b, sid, token)
     try:
-        await _run(ctx, b, sid, token)
+        return await _run(ctx, b, sid, token, start_download)
     except RedisError as exc:
         # Nothing can be recorded without Redis; the lease lapses and the slot script
         # requeues the call at the head of its queue for whichever worker is alive then.
         log.warning("download abandoned business_id=%s sid=%s: redis unavailable (%s)", b, sid, exc)
+        return None
 
 
-async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
+async def _run(
+    ctx: WorkerContext, b: str, sid: str, token: str, start_download: handlers.StartDownload | None
+) -> Ending | None:
     started = time.monotonic()
     ending: Ending | None = None
     keeper = None
@@ -84,11 +109,15 @@ async def _run(ctx: WorkerContext, b: str, sid: str, token: str) -> None:
         error = DownloadError(f"internal error: {type(exc).__name__}", retryable=True)
         ending = await _failure_if_held(ctx, b, sid, token, error)
     if ending is not None:
-        await _finish(ctx, b, sid, token, ending, time.monotonic() - started)
+        await _finish(ctx, b, sid, token, ending, time.monotonic() - started, start_download)
+    return ending
 
 
 async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
     async with ctx.store.lock(sid) as waited:
+        # Erased while it waited (a queued request, a redelivered start): never fetched.
+        if await ctx.registry.is_erased(b, sid):
+            return Ending("erased", "erased")
         # Another process may have stored it while we waited for the lock.
         stored = await ctx.store.stat(sid) is not None
         if waited:
@@ -101,10 +130,11 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
         call = await ctx.registry.get(b, sid)
         if call is not None and call.twilio_unavailable:
             return Ending("none", "no recording at Twilio")
+        route = await ctx.router.route(b, call.fields.get("account_sid") if call else None)
         recording_sid = call.fields.get("rec_sid") if call else None
         if not recording_sid:
             try:
-                recording_sid = await ctx.twilio.find_recording(sid)
+                recording_sid = await _find_recording(ctx, route, b, sid, call)
             except DownloadError as exc:
                 return await _after_failure(ctx, b, sid, token, exc)
             if recording_sid is None:
@@ -112,20 +142,53 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
                 return Ending("none", "no recording at Twilio")
             await ctx.registry.set_recording_sid(b, sid, recording_sid)
         async with ctx.store.staging(sid) as staged:
+            rec = recording_sid
             try:
-                size_bytes = await ctx.twilio.fetch(recording_sid, staged)
+                size_bytes = await under_permit(
+                    ctx, route, b, lambda answer: ctx.twilio.fetch(route, rec, staged, answer)
+                )
             except DownloadError as exc:
                 return await _after_failure(ctx, b, sid, token, exc)
             # Fencing: a worker that stalled past its lease must not publish over the
             # work of the one that took the slot over.
             if not await ctx.slots.holds(b, sid, token):
                 raise LeaseLost(f"lease of {sid} lost before publishing")
+            # Erased while it downloaded: the staged bytes are dropped unpublished.
+            if await ctx.registry.is_erased(b, sid):
+                log.info("download discarded business_id=%s sid=%s: erased meanwhile", b, sid)
+                return Ending("erased", "erased")
             await ctx.store.publish(staged)
+        # An erasure that arrived while this download ran: it set its tombstones before
+        # deleting, so either it deleted our file or we see the tombstone now.
+        if await ctx.registry.is_erased(b, sid):
+            await ctx.store.delete(sid)
+            log.info("download discarded business_id=%s sid=%s: erased meanwhile", b, sid)
+            return Ending("erased", "erased")
+        if ctx.settings.lifecycle.delete_from_twilio:
+            # Durable now (fsynced and renamed; with S3, uploaded): Twilio's copy may go.
+            await ctx.registry.twilio_copy_deleting(b, sid, recording_sid)
     if call is None or "attempts" in call.fields or "reason" in call.fields:
         # Only a call that failed before has anything to reset (we hold its lock, so no
         # other download wrote attempts since we read the call).
         await ctx.registry.reset_attempts(b, sid)
     return Ending("ready", size_bytes=size_bytes)
+
+
+async def _find_recording(
+    ctx: WorkerContext, route: AccountRoute, b: str, sid: str, call: Call | None
+) -> str | None:
+    """List the call's recordings; a <Dial> child leg's recording is filed under its
+    parent leg, so a child whose parent was never registered looks there next (only a
+    parent this business owns, or nobody does yet)."""
+    found = await under_permit(
+        ctx, route, b, lambda answer: ctx.twilio.find_recording(route, sid, answer)
+    )
+    parent = call.parent_sid if call is not None else None
+    if found is None and parent and await claim(ctx.redis, b, parent):
+        found = await under_permit(
+            ctx, route, b, lambda answer: ctx.twilio.find_recording(route, parent, answer)
+        )
+    return found
 
 
 async def _failure_if_held(
@@ -183,21 +246,32 @@ def _words(text: str) -> str:
 
 
 async def _finish(
-    ctx: WorkerContext, b: str, sid: str, token: str, ending: Ending, seconds: float
+    ctx: WorkerContext,
+    b: str,
+    sid: str,
+    token: str,
+    ending: Ending,
+    seconds: float,
+    start_download: handlers.StartDownload | None,
 ) -> None:
     metric = {"ready": "ok", "retry": "retry", "failed": "failed"}.get(ending.outcome)
-    done = Event(
-        "done",
-        b,
-        sid,
-        token=token,
-        outcome=ending.outcome,
-        reason=ending.reason,
-        delay_ms=ending.delay_ms,
-    )
-    # One round trip, in order: the counters, then the event that frees the slot.
-    async with ctx.redis.pipeline(transaction=False) as pipe:
-        if metric:
-            stats.add_download_observation(pipe, metric, seconds, ending.size_bytes)
-        add_events(pipe, done)
-        await pipe.execute()
+    # One round trip, in order: the counters, then the release that frees the slot and
+    # promotes the next requests.
+    outcome: Outcome = ending.outcome  # type: ignore[assignment]
+    async with ctx.admission_order:
+        try:
+            async with ctx.redis.pipeline(transaction=False) as pipe:
+                if metric:
+                    stats.add_download_observation(pipe, metric, seconds, ending.size_bytes)
+                ctx.counts.drain_into(pipe)
+                ctx.slots.release_in(pipe, b, sid, token, outcome)
+                replies = await pipe.execute()
+            result = SlotResult.parse(replies[-1])
+        except NoScriptError:
+            # The server does not know the script yet (this process's first release, or
+            # a restarted or failed-over node): the counters went in; the release on its
+            # own loads the script and runs it.
+            result = await ctx.slots.release(b, sid, token, outcome)
+        await handlers.after_release(
+            ctx, b, sid, ending.outcome, ending.delay_ms, result, start_download
+        )

@@ -35,7 +35,7 @@ def parse_entry(fields: Mapping[Any, Any]) -> Event:
     try:
         event = Event.parse(fields)
         sids.business_id(event.business_id)
-        sids.call_sid(event.sid, what="sid")
+        sids.slot_member(event.sid, what="sid")
     except BadRequest as exc:
         raise InvalidEntry(exc.detail) from exc
     except ValueError as exc:  # not an event, a bad delay_ms, bytes that are not UTF-8

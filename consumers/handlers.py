@@ -57,6 +57,11 @@ async def on_request(
     ctx: WorkerContext, event: Event, start_download: StartDownload | None = None
 ) -> None:
     b, sid = event.business_id, event.sid
+    call = await ctx.registry.get(b, sid)
+    if call is not None and call.state == "erased":
+        # Erased: never fetched again, whoever asks (guarantee 11).
+        log.info("request ignored business_id=%s sid=%s: erased", b, sid)
+        return
     # Stored already: Twilio is never asked again (guarantee 2).
     try:
         stored = await ctx.store.stat(sid) is not None
@@ -68,34 +73,34 @@ async def on_request(
     if stored:
         await ctx.registry.mark_ready(b, sid)
         return
-    call = await ctx.registry.get(b, sid)
     if call is not None and call.twilio_unavailable:
         # A request that raced Twilio's absent/failed callback (or a requeued dead
         # letter): there is nothing to fetch, so it takes no slot and asks nothing.
         log.info("request ignored business_id=%s sid=%s twilio=%s", b, sid, call.twilio_recording)
         return
-    result = await ctx.slots.request(b, sid)
-    max_slots = ctx.slots.max_slots
-    if result.verdict == "admitted":
-        log.info(
-            "RECORDING_ENQUEUE business_id=%s sid=%s active=%d/%d",
-            b,
-            sid,
-            result.active,
-            max_slots,
-        )
-    elif result.verdict == "queued":
-        log.info(
-            "RECORDING_QUEUED business_id=%s sid=%s active=%d/%d queue_len=%d",
-            b,
-            sid,
-            result.active,
-            max_slots,
-            result.queue_len,
-        )
-    else:
-        log.debug("request coalesced business_id=%s sid=%s verdict=%s", b, sid, result.verdict)
-    await announce(ctx, b, result, skip=sid, start_download=start_download)
+    async with ctx.admission_order:
+        result = await ctx.slots.request(b, sid)
+        max_slots = ctx.slots.max_slots
+        if result.verdict == "admitted":
+            log.info(
+                "RECORDING_ENQUEUE business_id=%s sid=%s active=%d/%d",
+                b,
+                sid,
+                result.active,
+                max_slots,
+            )
+        elif result.verdict == "queued":
+            log.info(
+                "RECORDING_QUEUED business_id=%s sid=%s active=%d/%d queue_len=%d",
+                b,
+                sid,
+                result.active,
+                max_slots,
+                result.queue_len,
+            )
+        else:
+            log.debug("request coalesced business_id=%s sid=%s verdict=%s", b, sid, result.verdict)
+        await announce(ctx, b, result, skip=sid, start_download=start_download)
     # After the script (live_businesses.py says why), and on every verdict: a redelivered
     # request may be the one whose first handler died before noting the business.
     await live_businesses.note(ctx.redis, b)
@@ -114,9 +119,26 @@ async def on_start(ctx: WorkerContext, event: Event, start_download: StartDownlo
 async def on_done(
     ctx: WorkerContext, event: Event, start_download: StartDownload | None = None
 ) -> None:
+    """A done entry on the stream. Downloads finish by releasing their slot themselves
+    (``download_job``); this handles entries a worker of an earlier version published."""
     b, sid = event.business_id, event.sid
     outcome = event.outcome or "failed"
-    result = await ctx.slots.release(b, sid, event.token, outcome)  # type: ignore[arg-type]
+    async with ctx.admission_order:
+        result = await ctx.slots.release(b, sid, event.token, outcome)  # type: ignore[arg-type]
+        await after_release(ctx, b, sid, outcome, event.delay_ms, result, start_download)
+
+
+async def after_release(
+    ctx: WorkerContext,
+    b: str,
+    sid: str,
+    outcome: str,
+    delay_ms: int,
+    result: SlotResult,
+    start_download: StartDownload | None = None,
+) -> None:
+    """What follows a release script: RECORDING_DONE, a retry's backoff, and the
+    promoted requests (their downloads start here when ``start_download`` is given)."""
     if result.released:
         # The script already promoted the next ones; DONE reports the count between the
         # release and those promotions, NEXT the count after each.
@@ -128,7 +150,7 @@ async def on_done(
             ctx.slots.max_slots,
         )
         if outcome == "retry":
-            await schedule_retry(ctx, b, sid, event.delay_ms)
+            await schedule_retry(ctx, b, sid, delay_ms)
     await announce(ctx, b, result, start_download=start_download)
 
 

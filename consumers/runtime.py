@@ -15,6 +15,10 @@ from consumers.twilio_media import TwilioMedia
 from consumers.worker import Worker
 from semaphore import Slots
 from storage.factory import open_store
+from tenants.accounts import AccountRegistry
+from tenants.permits import AccountPermits
+from tenants.routing import AccountRouter
+from tenants.secrets import secret_box
 
 FILE_THREADS = 32
 
@@ -31,13 +35,12 @@ async def build_worker(
     )
     redis = await connect(settings, purpose="worker")
 
+    counts = stats.PendingCounts()
+
     async def count_twilio_response(status: str) -> None:
-        await stats.count(redis, stats.twilio_field(status))
+        counts.add(stats.twilio_field(status))
 
     twilio = TwilioMedia(
-        api_base=settings.twilio.api_base,
-        account_sid=settings.twilio.account_sid,
-        auth_token=settings.twilio.auth_token,
         read_timeout_s=settings.worker.twilio_read_timeout_s,
         on_response=count_twilio_response,
     )
@@ -55,8 +58,13 @@ async def build_worker(
         registry=CallRegistry(redis),
         store=store,
         twilio=twilio,
+        router=AccountRouter(settings.twilio, AccountRegistry(redis, secret_box(settings))),
+        permits=AccountPermits(
+            redis, max_per_account=settings.twilio.max_concurrent_per_account
+        ),
         consumer=consumer,
         backoff_base_s=settings.worker.backoff_base_ms / 1000,
+        counts=counts,
     )
     worker = Worker(
         ctx,

@@ -8,6 +8,7 @@ the rest back to their queues and exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.download_job import run_download
 from consumers.entries import InvalidEntry, describe, describe_fields, note_failure, parse_entry
+from lifecycle.loops import start_loops as start_lifecycle_loops
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,12 @@ class Worker:
                 raise
 
     def start_download(self, b: str, sid: str, token: str) -> None:
-        task = asyncio.create_task(run_download(self.ctx, b, sid, token), name=f"dl-{sid}")
+        task = asyncio.create_task(self._download(b, sid, token), name=f"dl-{sid}")
         self.downloads.add(task)
         task.add_done_callback(self.downloads.discard)
+
+    async def _download(self, b: str, sid: str, token: str) -> None:
+        await run_download(self.ctx, b, sid, token, self.start_download)
 
     async def handle(self, entry_id: str, fields: Mapping[Any, Any], *, ack: bool = True) -> bool:
         """Handle one entry on its own; True when it is finished with (handled, or
@@ -192,6 +197,7 @@ class Worker:
             pass
 
     async def _maintain(self) -> None:
+        await self.ctx.counts.flush(self.ctx.redis)
         await maintenance.claim_stale(self.ctx, self.handle, self.claim_min_idle_ms)
         await maintenance.reconcile_all(self.ctx)
         await maintenance.trim_events(self.ctx)
@@ -215,6 +221,7 @@ class Worker:
                 )
             ),
         ]
+        loops += start_lifecycle_loops(self.ctx, self.stop)
         log.info("worker %s reading %s", self.ctx.consumer, keys.EVENTS)
         try:
             await self._read_loop()
@@ -223,6 +230,8 @@ class Worker:
             self.stop.set()
             await asyncio.gather(*loops, return_exceptions=True)
             handed_back = await self._drain()
+            with contextlib.suppress(RedisError):
+                await self.ctx.counts.flush(self.ctx.redis)
         return handed_back
 
     async def _drain(self) -> int:

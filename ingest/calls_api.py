@@ -33,7 +33,11 @@ async def list_calls(request: Request) -> Response:
     if before is not None and len(before) > 200:
         raise BadRequest("before is not a cursor this API returned")
     calls, next_cursor = await state.registry.page(b, limit=limit, before=before)
+    recordings = await state.registry.recordings.recordings_of(calls)
+    listed = [
+        {**c.as_json(), "recordings": [r.as_json() for r in recordings[c.sid]]} for c in calls
+    ]
     return JSONResponse(
-        {"calls": [c.as_json() for c in calls], "next": next_cursor},
+        {"calls": listed, "next": next_cursor},
         headers={"Cache-Control": "no-store"},
     )

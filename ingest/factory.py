@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 
-from redis.asyncio.cluster import RedisCluster
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
-from twilio.request_validator import RequestValidator
 
-from calls.redis_client import connect
+from calls.redis_client import RedisClient, client_for, detect_cluster, probe_cluster
 from calls.registry import CallRegistry
 from config.settings import Settings
-from ingest import calls_api, health, metrics, page, playback, status_events, webhooks
+from ingest import (
+    admin,
+    admin_lifecycle,
+    calls_api,
+    health,
+    metrics,
+    page,
+    playback,
+    status_events,
+    webhooks,
+)
 from ingest.errors import HANDLERS
 from ingest.shutdown import Stopping
+from ingest.signed_media import SignedMediaFront
 from ingest.state import AppState
 from ingest.status_hub import StatusHub
 from storage.factory import open_store
+from tenants.accounts import AccountRegistry
+from tenants.secrets import secret_box
+from tenants.subaccounts import SubaccountDirectory
+from tenants.webhook_auth import WebhookAccounts
+
+log = logging.getLogger(__name__)
 
 ROUTES = [
     Route("/", page.index, methods=["GET"]),
@@ -31,47 +50,182 @@ ROUTES = [
         webhooks.recording_status,
         methods=["POST"],
     ),
+    Route(
+        "/webhooks/twilio/{business_id}/conference-status",
+        webhooks.conference_status,
+        methods=["POST"],
+    ),
     Route("/api/calls", calls_api.list_calls, methods=["GET"]),
     Route("/api/calls/{call_sid}/recording", playback.play, methods=["GET", "HEAD"]),
     Route("/api/calls/{call_sid}/download", playback.download, methods=["GET", "HEAD"]),
     Route("/api/calls/{call_sid}/recording/status", playback.status, methods=["GET"]),
+    Route(
+        "/api/calls/{call_sid}/recordings/{recording_sid}",
+        playback.play_one,
+        methods=["GET", "HEAD"],
+    ),
+    Route(
+        "/api/calls/{call_sid}/recordings/{recording_sid}/download",
+        playback.download_one,
+        methods=["GET", "HEAD"],
+    ),
+    Route(
+        "/api/calls/{call_sid}/recordings/{recording_sid}/status",
+        playback.status_one,
+        methods=["GET"],
+    ),
     Route("/api/events", status_events.events, methods=["GET"]),
+    Route(
+        "/api/admin/businesses/{business_id}/calls/{call_sid}",
+        admin_lifecycle.erase_call,
+        methods=["DELETE"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/backfill",
+        admin_lifecycle.start_backfill,
+        methods=["POST"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/backfill",
+        admin_lifecycle.backfill_status,
+        methods=["GET"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/twilio-account",
+        admin.put_twilio_account,
+        methods=["PUT"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/twilio-account",
+        admin.get_twilio_account,
+        methods=["GET"],
+    ),
+    Route(
+        "/api/admin/businesses/{business_id}/twilio-account",
+        admin.delete_twilio_account,
+        methods=["DELETE"],
+    ),
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Clients:
+    redis: RedisClient  # request commands (the bounded pool, a 5 s socket timeout)
+    reader: RedisClient  # the hub's reads: a socket timeout that outlasts its block
+    hub: StatusHub
+
+    @staticmethod
+    def open(settings: Settings, *, cluster: bool) -> _Clients:
+        assert settings.redis_url
+        url, tls = settings.redis_url, settings.redis_tls
+        redis = client_for(url, cluster=cluster, purpose="web", tls=tls, pool=settings.redis_pool)
+        reader = client_for(url, cluster=cluster, purpose="reader", tls=tls)
+        hub = StatusHub(
+            redis,
+            reader,
+            cluster=cluster,
+            max_per_business=settings.sse_max_streams_per_business,
+            max_total=settings.sse_max_streams,
+        )
+        hub.start()
+        return _Clients(redis, reader, hub)
+
+    async def close(self) -> None:
+        await self.hub.stop()
+        await self.reader.aclose()
+        await self.redis.aclose()
+
+
+def _on_clients(
+    state: AppState, clients: _Clients, subaccounts: SubaccountDirectory | None
+) -> AppState:
+    """``state`` with everything that holds a Redis client built on ``clients``."""
+    accounts = AccountRegistry(clients.redis, secret_box(state.settings))
+    return replace(
+        state,
+        redis=clients.redis,
+        hub=clients.hub,
+        registry=CallRegistry(clients.redis),
+        accounts=accounts,
+        webhook_accounts=WebhookAccounts(state.settings.twilio, accounts, subaccounts),
+    )
+
+
+async def _settle(
+    app: Starlette, first: _Clients, subaccounts: SubaccountDirectory | None
+) -> _Clients:
+    """Redis was unreachable at start: the web serves meanwhile (503s, /readyz not ready)
+    on single-server clients. Once Redis answers, if the URL names a cluster node, switch
+    to cluster clients (and a hub that polls). Returns the clients in use."""
+    state: AppState = app.state.callrec
+    settings = state.settings
+    assert settings.redis_url
+    if not await detect_cluster(settings.redis_url, settings.redis_tls):
+        return first
+    clients = _Clients.open(settings, cluster=True)
+    app.state.callrec = _on_clients(state, clients, subaccounts)
+    log.info("redis: a cluster; cluster clients from now on")
+    # Requests and streams still on the old clients fail over like an outage (a 503; an
+    # EventSource reconnects).
+    await first.close()
+    return clients
 
 
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = await connect(settings, purpose="web")
-        # The hub's blocking read outlasts the request client's socket timeout.
-        reader = await connect(settings, purpose="reader")
-        hub = StatusHub(
-            redis,
-            reader,
-            cluster=isinstance(reader, RedisCluster),
-            max_per_business=settings.sse_max_streams_per_business,
-            max_total=settings.sse_max_streams,
-        )
-        hub.start()
+        assert settings.redis_url
+        cluster = await probe_cluster(settings.redis_url, settings.redis_tls)
+        clients = _Clients.open(settings, cluster=bool(cluster))
         store = open_store(settings)
-        token = settings.twilio.auth_token
+        twilio = settings.twilio
         stopping = Stopping()
         stopping.install()
+        subaccounts = None
+        if twilio.subaccounts == "auto" and twilio.account_sid and twilio.auth_token:
+            subaccounts = SubaccountDirectory(
+                api_base=twilio.api_base, main_sid=twilio.account_sid, main_token=twilio.auth_token
+            )
+        accounts = AccountRegistry(clients.redis, secret_box(settings))
         app.state.callrec = AppState(
             settings=settings,
-            redis=redis,
-            hub=hub,
-            registry=CallRegistry(redis),
+            redis=clients.redis,
+            hub=clients.hub,
+            registry=CallRegistry(clients.redis),
             store=store,
-            validator=RequestValidator(token) if token else None,
+            accounts=accounts,
+            webhook_accounts=WebhookAccounts(twilio, accounts, subaccounts),
             stopping=stopping,
+        )
+        settling = (
+            None if cluster is not None else asyncio.create_task(_settle(app, clients, subaccounts))
         )
         try:
             yield
         finally:
+            if settling is not None:
+                settling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await settling
+                if not settling.cancelled() and settling.exception() is None:
+                    clients = settling.result()
+            if subaccounts is not None:
+                await subaccounts.aclose()
             await store.close()
-            await hub.stop()
-            await reader.aclose()
-            await redis.aclose()
+            await clients.close()
 
-    return Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
+    middleware = []
+    if settings.signed_urls is not None:
+        # SERVE_VIA=signed: /media/ is where plays redirect to (nginx answers it itself
+        # when in front). Answered ahead of the router and its exception middleware, as it
+        # is most of a player's requests.
+        middleware.append(
+            Middleware(
+                SignedMediaFront,
+                signed=settings.signed_urls,
+                recordings_dir=settings.recordings_dir,
+            )
+        )
+    return Starlette(
+        routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan, middleware=middleware
+    )

@@ -46,7 +46,9 @@ from calls import keys, live_businesses, stats
 from calls.digits import ascii_digits
 from calls.errors import Unauthorized
 from calls.redis_client import RedisClient
+from ingest.account_metrics import AccountCollector
 from ingest.state import app_state
+from tenants.permits import usage
 
 TOP_BUSINESSES = 20
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -120,6 +122,19 @@ class _Snapshot(Collector):
                 (responses if ascii_digits(label) else failures).add_metric([label], value)
         yield responses
         yield failures
+        deletes = CounterMetricFamily(
+            "callrec_twilio_deletes",
+            "DELETEs of Twilio's copies: deleted, gone (no copy left), retry (failed, retried)",
+            labels=["outcome"],
+        )
+        for outcome in ("deleted", "gone", "retry"):
+            deletes.add_metric([outcome], c.get(stats.twilio_delete_field(outcome), 0.0))
+        yield deletes
+        erased = CounterMetricFamily(
+            "callrec_recordings_erased", "Recordings erased, on request or by retention"
+        )
+        erased.add_metric([], c.get(stats.erase_field("recordings"), 0.0))
+        yield erased
         in_use = GaugeMetricFamily("callrec_slots_in_use", "Download slots held, all businesses")
         in_use.add_metric([], sum(s for _, s, _ in self.per_business))
         yield in_use
@@ -213,4 +228,6 @@ async def metrics(request: Request) -> Response:
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(snapshot)
+    max_per_account = state.settings.twilio.max_concurrent_per_account
+    registry.register(AccountCollector(await usage(redis, max_per_account)))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

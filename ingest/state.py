@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
-from twilio.request_validator import RequestValidator
 
 from calls.redis_client import RedisClient
 from calls.registry import CallRegistry
@@ -13,6 +12,8 @@ from config.settings import Settings
 from ingest.shutdown import Stopping
 from ingest.status_hub import StatusHub
 from storage import RecordingStore
+from tenants.accounts import AccountRegistry
+from tenants.webhook_auth import WebhookAccounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +23,8 @@ class AppState:
     hub: StatusHub  # the one reader behind every open /api/events stream
     registry: CallRegistry
     store: RecordingStore
-    validator: RequestValidator | None  # None when TWILIO_AUTH_TOKEN is unset
+    accounts: AccountRegistry  # businesses' own Twilio accounts
+    webhook_accounts: WebhookAccounts  # which token signs a business's webhook
     stopping: Stopping = field(default_factory=Stopping)  # set on SIGTERM: streams end
 
 

@@ -1,5 +1,7 @@
 """``GET /api/events``: Server-Sent Events, one per status change of the business's
-recordings (``call_sid``, ``status``, ``position``).
+recordings (``status``: ``call_sid``, ``status``, ``position``), and one each time the
+head of its queue moves (``queue``: ``head``, from which a page with a ticket computes
+its place).
 
 Fed from the business's own status stream ``rec_status:{b}`` (written by the slot and
 registry scripts), so a business never sees another's events. Each event's ``id`` is its
@@ -58,12 +60,22 @@ def _valid_id(value: str) -> bool:
     return match is not None and all(int(part) <= MAX_ID_PART for part in match.groups())
 
 
+def _integer(value: str | None) -> int | None:
+    # Tickets put back at the head may go below zero.
+    text = value or ""
+    return int(text) if ascii_digits(text.removeprefix("-")) else None
+
+
 def _frame(entry_id: str, fields: dict[str, str]) -> bytes:
-    position = fields.get("position") or ""
+    if "queue_head" in fields:
+        # The head of the business's queue moved: a waiting page's place is its ticket
+        # minus this, plus one (semaphore/lua/prelude.lua, "Queue positions").
+        head = {"head": _integer(fields["queue_head"])}
+        return f"id: {entry_id}\nevent: queue\ndata: {json.dumps(head)}\n\n".encode()
     data = {
         "call_sid": fields.get("sid"),
         "status": fields.get("status"),
-        "position": int(position) if ascii_digits(position) else None,
+        "position": _integer(fields.get("position")),
     }
     return f"id: {entry_id}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
 

@@ -4,17 +4,21 @@ refused (403) before anything is read into the registry."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from email.utils import parsedate_to_datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
+from twilio.request_validator import RequestValidator
 
 from calls import sids
 from calls.digits import ascii_digits
 from calls.errors import BadRequest, Forbidden, PayloadTooLarge
 from calls.events import request_download
+from calls.recordings import RecordingMeta
 from ingest.state import AppState, app_state
+from tenants.ownership import claim
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,9 @@ CALL_FIELDS = {
     "CallDuration": "duration",
 }
 RECORDING_STATUSES = ("in-progress", "completed", "absent", "failed")
+# Twilio's RecordingSource and StatusCallbackEvent words: short, lower/upper letters.
+SOURCE = re.compile(r"[A-Za-z]{1,40}")
+EVENT = re.compile(r"[a-z]+(?:-[a-z]+){0,3}")
 
 
 def _signed_url(request: Request, state: AppState) -> str:
@@ -57,11 +64,23 @@ async def _signed_form(request: Request, state: AppState) -> dict[str, str]:
     signature = request.headers.get("x-twilio-signature")
     if not signature:
         raise Forbidden("missing X-Twilio-Signature")
-    if state.validator is None:
-        raise Forbidden("webhook signing key (TWILIO_AUTH_TOKEN) is not configured")
-    if not state.validator.validate(_signed_url(request, state), params, signature):
+    token = await state.webhook_accounts.token_for(_business(request), params.get("AccountSid", ""))
+    if not RequestValidator(token).validate(_signed_url(request, state), params, signature):
         raise Forbidden("X-Twilio-Signature does not match")
     return params
+
+
+async def _owned(state: AppState, b: str, *sids: str) -> bool:
+    """Claim the SIDs for ``b``; a SID another business registered first is not ``b``'s
+    to touch: the callback is answered 204 and changes nothing."""
+    if await claim(state.redis, b, *sids):
+        return True
+    log.warning(
+        "FOREIGN_SID business_id=%s sids=%s: registered by another business; ignored",
+        b,
+        ",".join(s for s in sids if s),
+    )
+    return False
 
 
 def _business(request: Request) -> str:
@@ -93,6 +112,10 @@ async def call_status(request: Request) -> Response:
     if parent:
         sids.call_sid(parent, what="ParentCallSid")
     fields = {name: params.get(twilio_name, "")[:64] for twilio_name, name in CALL_FIELDS.items()}
+    # Validated above: the business's account, whose path its media is filed under.
+    fields["account_sid"] = params["AccountSid"]
+    if not await _owned(state, b, sid):
+        return Response(status_code=204)
     await state.registry.apply_call_status(
         b,
         sid,
@@ -103,31 +126,98 @@ async def call_status(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _digits(params: dict[str, str], name: str, max_len: int = 9) -> str:
+    raw = params.get(name, "")
+    if raw and not (ascii_digits(raw) and len(raw) <= max_len):
+        raise BadRequest(f"{name} must be a non-negative integer")
+    return raw
+
+
+def _recording_meta(params: dict[str, str]) -> RecordingMeta:
+    source = params.get("RecordingSource", "")
+    if source and not SOURCE.fullmatch(source):
+        raise BadRequest("RecordingSource must be a word such as DialVerb or Conference")
+    start = params.get("RecordingStartTime", "")
+    return RecordingMeta(
+        duration=_digits(params, "RecordingDuration"),
+        channels=_digits(params, "RecordingChannels", 1),
+        source=source,
+        start_ms=str(_timestamp_ms(start)) if start else "",
+        error_code=_digits(params, "ErrorCode", 6),
+    )
+
+
 async def recording_status(request: Request) -> Response:
     state = app_state(request)
     b = _business(request)
     params = await _signed_form(request, state)
-    sid = sids.call_sid(params.get("CallSid", ""), what="CallSid")
+    call_sid = params.get("CallSid", "")
+    conference_sid = params.get("ConferenceSid", "")
+    if call_sid:
+        sids.call_sid(call_sid, what="CallSid")
+    if conference_sid:
+        sids.conference_sid(conference_sid)
+    if not call_sid and not conference_sid:
+        raise BadRequest("a recording callback needs a CallSid or a ConferenceSid")
     recording_sid = params.get("RecordingSid", "")
     if recording_sid:
         sids.recording_sid(recording_sid)
+    elif not call_sid:
+        raise BadRequest("a conference recording callback needs its RecordingSid")
     twilio_status = params.get("RecordingStatus", "")
     if twilio_status not in RECORDING_STATUSES:
         raise BadRequest(f"RecordingStatus must be one of {', '.join(RECORDING_STATUSES)}")
-    duration = params.get("RecordingDuration", "")
-    if duration and not (ascii_digits(duration) and len(duration) <= 9):
-        raise BadRequest("RecordingDuration must be a non-negative integer")
-    new_state = await state.registry.apply_recording_status(
-        b,
-        sid,
-        recording_sid=recording_sid,
-        twilio_status=twilio_status,
-        duration=duration,
-        now_ms=int(time.time() * 1000),
-    )
+    meta = _recording_meta(params)
+    now_ms = int(time.time() * 1000)
+    if not await _owned(state, b, call_sid or conference_sid, recording_sid):
+        return Response(status_code=204)
+    if call_sid:
+        update = await state.registry.apply_recording_status(
+            b,
+            call_sid,
+            recording_sid=recording_sid,
+            twilio_status=twilio_status,
+            now_ms=now_ms,
+            meta=meta,
+        )
+    else:
+        # Stored once, listed on every call that joined the conference.
+        update = await state.registry.recordings.apply_conference_recording(
+            b,
+            conference_sid,
+            recording_sid=recording_sid,
+            twilio_status=twilio_status,
+            meta=meta,
+            now_ms=now_ms,
+        )
+    if update.member:
+        # Validated above: the account the recording is filed under; set before the
+        # request event, so the worker reads it (from the slot member's hash).
+        await state.registry.set_account(b, update.member, params["AccountSid"])
     # Only a recording nobody has asked for yet is requested: a redelivered callback
-    # finds it queued, processing or ready and does nothing.
+    # finds it queued, processing, ready or erased and does nothing.
     prefetch = state.settings.prefetch_on_webhook
-    if twilio_status == "completed" and new_state == "available" and prefetch:
-        await request_download(state.redis, b, sid, source="webhook")
+    if twilio_status == "completed" and update.state == "available" and prefetch:
+        await request_download(state.redis, b, update.member, source="webhook")
+    return Response(status_code=204)
+
+
+async def conference_status(request: Request) -> Response:
+    state = app_state(request)
+    b = _business(request)
+    params = await _signed_form(request, state)
+    conference_sid = sids.conference_sid(params.get("ConferenceSid", ""))
+    event = params.get("StatusCallbackEvent", "")
+    if not EVENT.fullmatch(event):
+        raise BadRequest("StatusCallbackEvent must be a conference event such as participant-join")
+    call_sid = params.get("CallSid", "")
+    if call_sid:
+        sids.call_sid(call_sid, what="CallSid")
+    elif event.startswith("participant-"):
+        raise BadRequest(f"{event} needs the participant's CallSid")
+    if not await _owned(state, b, conference_sid, call_sid):
+        return Response(status_code=204)
+    await state.registry.recordings.apply_conference_status(
+        b, conference_sid, call_sid, event, now_ms=int(time.time() * 1000)
+    )
     return Response(status_code=204)

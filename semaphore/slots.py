@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from calls import keys
-from calls.redis_client import RedisClient
+from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text
 from semaphore.scripts import lua_text, register
 
-Outcome = Literal["ready", "failed", "retry", "none"]
+# "erased": the recording was erased while it downloaded (its file discarded).
+Outcome = Literal["ready", "failed", "retry", "none", "erased"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,19 @@ class Slots:
             args=[*self._common_args(b), sid, token, outcome],
         )
         return SlotResult.parse(raw)
+
+    def release_in(
+        self, pipe: RedisPipeline, b: str, sid: str, token: str, outcome: Outcome
+    ) -> None:
+        """``release`` queued on ``pipe`` as a bare EVALSHA; ``SlotResult.parse`` reads its
+        reply. The finishing worker sends it with the download's counters, in one round
+        trip. (redis-py's script objects would add a SCRIPT EXISTS round trip to every
+        such pipeline.) A server that does not know the script yet makes ``execute``
+        raise NoScriptError; the caller then calls :meth:`release`, which loads it."""
+        key_list = [*keys.business_keys(b), keys.call(b, sid), keys.inflight(b, sid)]
+        pipe.evalsha(
+            self._release.sha, len(key_list), *key_list, *self._common_args(b), sid, token, outcome
+        )
 
     async def requeue(self, b: str, sid: str) -> SlotResult:
         """Put a retry whose backoff has run out back at the head of its queue."""

@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from calls.sids import CALL_SID
+from calls.sids import STORED_SID
 
 if TYPE_CHECKING:
     from storage.staging import StagingFile
 
-# The one SID pattern (calls/sids.py), under the name storage's modules use.
+# The stored-name pattern (calls/sids.py), under the name storage's modules use: a call's
+# primary recording is stored under its Call SID, any other under its Recording SID.
 # fullmatch only: re.match or a trailing "$" would let "CA...\n" or "CA.../../x" through.
-CALL_SID_RE = CALL_SID
+CALL_SID_RE = STORED_SID
 
 
 class InvalidSid(ValueError):
@@ -23,7 +24,9 @@ class InvalidSid(ValueError):
 
 def validate_sid(call_sid: str) -> str:
     if not isinstance(call_sid, str) or not CALL_SID_RE.fullmatch(call_sid):
-        raise InvalidSid(f"not a Twilio Call SID (CA + 32 lowercase hex): {call_sid!r}")
+        raise InvalidSid(
+            f"not a Twilio Call or Recording SID (CA or RE + 32 lowercase hex): {call_sid!r}"
+        )
     return call_sid
 
 
@@ -58,6 +61,11 @@ class RecordingStore(Protocol):
 
     async def publish(self, staged: StagingFile) -> StoredRecording:
         """Make the staged bytes the recording, all at once."""
+        ...
+
+    async def delete(self, call_sid: str) -> bool:
+        """Remove every stored copy (file, cached file, object); True when one existed.
+        A response already streaming an open file finishes; nothing new is served."""
         ...
 
     async def startup(self) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from storage.base import CALL_SID_RE, RecordingStore, StoredRecording, make_etag, validate_sid
 from storage.locks import file_lock, is_locked
-from storage.staging import PART_SUFFIX, StagingFile
+from storage.staging import PART_SUFFIX, StagingFile, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,17 @@ def _sid_of_part(name: str) -> str | None:
         return None
     sid = name[1:].split(".", 1)[0]
     return sid if CALL_SID_RE.fullmatch(sid) else None
+
+
+def _unlink_durably(path: Path) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    # An erasure must survive a power cut as a publish does.
+    fsync_directory(path.parent)
+    log.info("deleted %s", path.name)
+    return True
 
 
 class DiskStore(RecordingStore):
@@ -87,6 +98,9 @@ class DiskStore(RecordingStore):
         st = await staged.commit(destination)
         log.info("stored sid=%s bytes=%d", call_sid, st.st_size)
         return recording_from_stat(call_sid, destination, st)
+
+    async def delete(self, call_sid: str) -> bool:
+        return await asyncio.to_thread(_unlink_durably, self.path_for(call_sid))
 
     async def startup(self) -> None:
         # Temp files of processes killed mid-download; a live download holds its call's

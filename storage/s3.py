@@ -169,6 +169,15 @@ class S3Store(RecordingStore):
         await self.cache.evict()
         return stored
 
+    async def delete(self, call_sid: str) -> bool:
+        key = self.key_for(call_sid)
+        existed = await self.head(call_sid) is not None
+        # DeleteObject answers 204 whether or not the key existed.
+        await self._run(self._client.delete_object, Bucket=self.bucket, Key=key)
+        cached = await self.cache.disk.delete(call_sid)
+        log.info("deleted sid=%s key=%s existed=%s", call_sid, key, existed)
+        return existed or cached
+
     async def startup(self) -> None:
         await self.cache.disk.startup()
         await self.cache.evict()

@@ -73,7 +73,9 @@ APP_CONTEXT = (
     "ingest",
     "semaphore",
     "storage",
+    "tenants",
     "callrec",
+    "lifecycle",
 )
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import redis
 
+from calls import keys
 from consumers.worker import READ_BLOCK_MS
 from storage.disk import LOCKS_DIRNAME
 from tests.flocks import FlockState, consumer_idle_ms, flock_state
@@ -54,8 +55,16 @@ class LockWaitSeen:
     during: FlockState  # /proc/locks while the waiter was blocked
 
 
-def register_for(sim: Simulator, web: str, business: str, rec: SimRecording) -> None:
-    """The call and its recording, as ``business``'s webhooks report them."""
+def register_for(
+    sim: Simulator, web: str, business: str, rec: SimRecording, redis_url: str
+) -> None:
+    """The call and its recording, as ``business``'s webhooks report them, although
+    another business registered them first. Since SIDs have owners (issue 10) only data
+    from before that can look so; the owner keys are dropped to recreate it, so that two
+    workers contend for one file's lock."""
+    client = redis.Redis.from_url(redis_url)
+    client.delete(keys.owner(rec.call_sid), keys.owner(rec.recording_sid))
+    client.close()
     hooks = f"{web}/webhooks/twilio/{business}"
     assert sim.send_call_status(f"{hooks}/call-status", call_sid=rec.call_sid) == 204
     assert sim.send_recording_status(f"{hooks}/recording-status", rec) == 204

@@ -1,5 +1,5 @@
 """One download (``run_download``) in-process against the real Redis and simulator:
-success, Twilio's failures, the attempt limit, fencing."""
+success, Twilio's failures, the attempt limit, fencing, and the release of its slot."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from redis.asyncio import Redis
 
 from calls import keys
-from calls.events import Event
 from consumers.context import WorkerContext
-from consumers.download_job import run_download
+from consumers.download_job import Ending, run_download
+from tenants.permits import usage
 from tests.worker_kit import (
     B,
     add_recording,
@@ -22,6 +22,8 @@ from tests.worker_kit import (
     events,
     lease_token,
     part_files,
+    slot_members,
+    state_of,
     stored,
     wait_until,
     worker_context,
@@ -50,13 +52,14 @@ async def admit(ctx: WorkerContext, sid: str) -> str:
     return token
 
 
-async def download(ctx: WorkerContext, rec: SimRecording) -> Event:
-    """Run one download to its end; returns the done event it published."""
+async def download(ctx: WorkerContext, rec: SimRecording) -> Ending:
+    """Run one download to its end; returns how it ended. The download releases its
+    slot itself (no done event on the stream): the lease is gone afterwards."""
     token = await admit(ctx, rec.call_sid)
-    await run_download(ctx, B, rec.call_sid, token)
-    (done,) = [e for e in await events(ctx.redis) if e.kind == "done"]
-    assert (done.sid, done.token) == (rec.call_sid, token)
-    await ctx.redis.delete(keys.EVENTS)
+    done = await run_download(ctx, B, rec.call_sid, token)
+    assert done is not None
+    assert await lease_token(ctx.redis, rec.call_sid) is None
+    assert [e for e in await events(ctx.redis) if e.kind == "done"] == []
     return done
 
 
@@ -104,11 +107,21 @@ async def test_server_errors_are_retried(sim: Simulator, ctx: WorkerContext, sta
     assert not stored(ctx, rec.call_sid)
 
 
-async def test_retry_after_of_a_429_sets_the_delay(sim: Simulator, ctx: WorkerContext) -> None:
+async def test_a_429_is_waited_out_in_place_and_spends_no_attempt(
+    sim: Simulator, ctx: WorkerContext
+) -> None:
     rec = add_recording(sim, 4)
-    sim.set_faults(rec.recording_sid, [Fault.too_many(retry_after_s=7)])
+    # More 429s than attempts allowed (5): all waited out (Retry-After, then backoff).
+    sim.set_faults(
+        rec.recording_sid, [Fault.too_many(retry_after_s=0.05)] + [Fault.too_many()] * 5
+    )
     done = await download(ctx, rec)
-    assert (done.outcome, done.delay_ms) == ("retry", 7000)
+    assert done.outcome == "ready"
+    assert stored(ctx, rec.call_sid)
+    assert await attempts(ctx, rec.call_sid) == 0
+    assert sim.media_requests(rec.recording_sid) == 7
+    [account] = await usage(ctx.redis, 20)
+    assert (account.account_sid, account.throttled, account.in_use) == (sim.account_sid, 6, 0)
 
 
 async def test_a_stalled_body_times_out_and_is_retried(
@@ -157,9 +170,9 @@ async def test_the_attempt_limit_turns_retries_into_failed(
 async def test_a_call_without_recording_at_twilio_ends_with_none(ctx: WorkerContext) -> None:
     sid = call_sid(8)  # the simulator lists no recording for it
     token = await admit(ctx, sid)
-    await run_download(ctx, B, sid, token)
-    (done,) = [e for e in await events(ctx.redis) if e.kind == "done"]
-    assert done.outcome == "none"
+    done = await run_download(ctx, B, sid, token)
+    assert done is not None and done.outcome == "none"
+    assert await state_of(ctx.redis, sid) == "none"
     call = await ctx.registry.get(B, sid)
     assert call is not None and call.twilio_recording == "absent"
 
@@ -190,12 +203,13 @@ async def test_a_lost_lease_means_no_rename_and_no_done_event(
         await redis.set(keys.inflight(B, rec.call_sid), "newer-token")
     finally:
         sim.hold_media = False
-    await asyncio.wait_for(task, 20)
+    assert await asyncio.wait_for(task, 20) is None  # nothing recorded, nothing released
     assert sim.completed_downloads(rec.recording_sid) == 1  # fetched whole, then fenced
     assert not stored(ctx, rec.call_sid)
     assert part_files(ctx) == []
     assert [e for e in await events(redis) if e.kind == "done"] == []
     assert await lease_token(redis, rec.call_sid) == "newer-token"
+    assert rec.call_sid in await slot_members(redis)
 
 
 async def test_a_lost_lease_means_a_failure_is_not_counted(
@@ -205,7 +219,7 @@ async def test_a_lost_lease_means_a_failure_is_not_counted(
     sim.set_faults(rec.recording_sid, [Fault.server_error(500)])
     token = await admit(ctx, rec.call_sid)
     await redis.set(keys.inflight(B, rec.call_sid), "newer-token")
-    await run_download(ctx, B, rec.call_sid, token)
+    assert await run_download(ctx, B, rec.call_sid, token) is None
     assert await attempts(ctx, rec.call_sid) == 0
     assert [e for e in await events(redis) if e.kind == "done"] == []
     assert await dead_letter_fields(redis) == []

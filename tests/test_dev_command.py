@@ -4,6 +4,7 @@ embedded Redis, the simulator with demo calls, web and worker."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -30,6 +31,17 @@ def test_callrec_dev_serves_demo_calls_and_stops_cleanly(tmp_path: Path) -> None
         wait_for(playable, "a demo recording to play")
         assert list((tmp_path / ".callrec-dev" / "recordings").glob("CA*.mp3"))
         assert "PUBLIC_BASE_URL is unset" not in dev.output()  # dev sets it
+        # The second business lives on a Twilio subaccount: its calls, its recordings.
+        match = re.search(r"'demo-sub' \(on a Twilio subaccount\): \S+/\?token=(\S+)", dev.output())
+        assert match, dev.output()
+        sub = {"token": match.group(1)}
+        sub_calls = httpx.get(f"{dev.base_url}/api/calls", params=sub).json()["calls"]
+        assert len(sub_calls) == 1
+        assert not {c["call_sid"] for c in sub_calls} & {c["call_sid"] for c in calls}
+        sub_url = f"{dev.base_url}/api/calls/{sub_calls[0]['call_sid']}/recording"
+        wait_for(
+            lambda: httpx.get(sub_url, params=sub).status_code == 200, "the subaccount's recording"
+        )
     finally:
         assert dev.stop() == 0, dev.output()
 

@@ -32,12 +32,14 @@ class Case:
     faults: list[Fault]
     media_requests: int  # expected at the simulator for the faulted recording
     stored: bool  # False: the recording ends failed and dead-lettered
+    throttles: int = 0  # 429s among the faults: waited out, never counted as attempts
 
 
 CASES = [
     Case("nf", [Fault.not_found()], 2, True),
-    Case("tmra", [Fault.too_many(retry_after_s=0.3)], 2, True),
-    Case("tm", [Fault.too_many(), Fault.too_many()], 3, True),
+    Case("tmra", [Fault.too_many(retry_after_s=0.3)], 2, True, throttles=1),
+    # More 429s than DOWNLOAD_MAX_ATTEMPTS: still stored, since a 429 is no attempt.
+    Case("tm", [Fault.too_many()] * (MAX_ATTEMPTS + 1), MAX_ATTEMPTS + 2, True, throttles=4),
     Case("se", [Fault.server_error(503)], 2, True),
     Case("cut", [Fault.cut_off(after_bytes=1000)], 2, True),
     # A stalled body (read timeout) is checked in-process: tests/test_consumer_download.py.
@@ -120,7 +122,9 @@ def test_every_fault_mode_is_retried_or_failed_and_frees_the_slot(
         if case.stored:
             stored = stack.recordings_dir / f"{first.call_sid}.mp3"
             assert stored.read_bytes() == media_bytes(first), b
-            assert len(retries) == case.media_requests - 1, (b, retries)
+            assert len(retries) == case.media_requests - 1 - case.throttles, (b, retries)
+            throttled = re.findall(rf"TWILIO_THROTTLED business_id={b} ", logs)
+            assert len(throttled) == case.throttles, (b, throttled)
             assert "RECORDING_FAILED business_id=" + b not in logs
         else:
             assert not (stack.recordings_dir / f"{first.call_sid}.mp3").exists(), b
@@ -131,7 +135,9 @@ def test_every_fault_mode_is_retried_or_failed_and_frees_the_slot(
                 logs,
             ), b
     # Retry-After was honoured: the 429 asked for 300 ms and got it.
-    assert re.search(r"RECORDING_RETRY business_id=tmra sid=\w+ attempts=1 delay_ms=300 ", logs)
+    assert re.search(
+        r"TWILIO_THROTTLED business_id=tmra account=AC\w+ throttles=1 wait_ms=300", logs
+    )
     # The two failures are dead letters with their reason; the operator lists them.
     listing = cli(stack, "dead-letters")
     assert listing.returncode == 0, listing.stderr

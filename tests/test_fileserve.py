@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -317,11 +318,55 @@ async def test_range_response_streams_in_bounded_chunks(big: Served, opened: lis
     assert len(opened) == 1 and opened[0].closed
 
 
-async def test_small_range_is_one_read(small: Served, opened: list[Any]) -> None:
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def evict_from_page_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # only clean pages can be dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of every function the responses run in a worker thread."""
+    hops: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func: Callable[..., Any], *args: Any) -> Any:
+        hops.append(func.__name__)
+        return await real(func, *args)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    return hops
+
+
+async def test_small_cached_range_needs_no_thread(
+    small: Served, opened: list[Any], thread_hops: list[str]
+) -> None:
+    small.path.read_bytes()  # in the page cache, as a file just written or served is
+    before = open_fds()
     rec = Recorder()
     await region(small, ByteRange(10, 109))(scope(), rec.receive, rec.send)
     assert [m["body"] for m in rec.bodies()] == [small.data[10:110]]
     assert rec.completed()
+    assert thread_hops == []
+    assert open_fds() == before
+
+
+async def test_small_uncached_range_is_one_thread_read(
+    small: Served, opened: list[Any], thread_hops: list[str]
+) -> None:
+    evict_from_page_cache(small.path)
+    rec = Recorder()
+    await region(small, ByteRange(10, 109))(scope(), rec.receive, rec.send)
+    assert [m["body"] for m in rec.bodies()] == [small.data[10:110]]
+    assert rec.completed()
+    assert thread_hops == ["_open_and_read"]
     assert len(opened) == 1 and opened[0].closed
 
 
@@ -387,16 +432,17 @@ async def test_file_vanished_before_send_is_404(
 
 
 async def test_file_replaced_with_other_size_is_503(
-    small: Served, opened: list[Any], caplog: pytest.LogCaptureFixture
+    small: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
     small.path.write_bytes(b"x" * (SIZE + 1))
+    before = open_fds()
     rec = Recorder()
     with caplog.at_level(logging.WARNING, logger="ingest.fileserve"):
         await region(small, ByteRange(0, 9))(scope(), rec.receive, rec.send)
     assert rec.status() == 503
     assert b"x" not in rec.body()
     assert "FILESERVE_CHANGED" in caplog.text
-    assert len(opened) == 1 and opened[0].closed
+    assert open_fds() == before
 
 
 def test_content_disposition_escapes_unsafe_names() -> None:
@@ -411,3 +457,23 @@ def test_content_disposition_escapes_unsafe_names() -> None:
     value = r.headers["content-disposition"]
     assert value.startswith("attachment; filename*=utf-8''")
     assert "\r" not in value and "\n" not in value and '"' not in value
+
+
+async def test_whole_file_goes_by_pathsend_when_the_server_offers_it(small: Served) -> None:
+    rec = Recorder()
+    offered = {**scope(), "extensions": {fileserve.PATHSEND: {}}}
+    await region(small)(offered, rec.receive, rec.send)
+    assert rec.status() == 200
+    assert rec.messages[1] == {"type": fileserve.PATHSEND, "path": str(small.path)}
+    # A range is still read and sent by the app: pathsend sends whole files only.
+    ranged = Recorder()
+    await region(small, ByteRange(10, 109))(offered, ranged.receive, ranged.send)
+    assert ranged.status() == 206 and ranged.body() == small.data[10:110]
+
+
+async def test_pathsend_of_a_replaced_file_is_503(small: Served) -> None:
+    small.path.write_bytes(b"x" * (SIZE + 1))
+    rec = Recorder()
+    offered = {**scope(), "extensions": {fileserve.PATHSEND: {}}}
+    await region(small)(offered, rec.receive, rec.send)
+    assert rec.status() == 503

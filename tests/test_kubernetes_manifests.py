@@ -75,13 +75,9 @@ def overlays() -> dict[str, Rendered]:
 
 
 def contract_text() -> str:
-    """The contract lives in shared/ beside the repository (CI), or beside one of its
-    parent folders (a worktree)."""
-    for folder in ROOT.parents:
-        path = folder / "shared" / "CONTRACT.md"
-        if path.is_file():
-            return path.read_text()
-    raise AssertionError(f"shared/CONTRACT.md not found beside {ROOT} or its parents")
+    """The README carries the contract's configuration table (the repository is cloned
+    alone in CI, without the shared contract beside it)."""
+    return (ROOT / "README.md").read_text()
 
 
 def _section(markdown: str, heading: str) -> str:
@@ -200,6 +196,7 @@ PLACEHOLDER_SECRETS = {
     "CALLREC_JWT_SECRET": "k" * 32,
     "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
     "TWILIO_AUTH_TOKEN": "t" * 32,
+    "CALLREC_SECRETS_KEY": "dGVzdC1rZXktZm9yLWNhbGxyZWMtdGVuYW50cy0zMmI=",  # a Fernet key
 }
 
 

@@ -21,6 +21,9 @@ from consumers.twilio_media import TwilioMedia
 from ingest.metrics import _per_business
 from semaphore import Slots
 from storage.factory import open_store
+from tenants.accounts import AccountRegistry
+from tenants.permits import AccountPermits
+from tenants.routing import AccountRouter
 
 
 def sid(n: int) -> str:
@@ -29,11 +32,19 @@ def sid(n: int) -> str:
 
 @pytest.fixture
 async def ctx(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[WorkerContext]:
-    settings = load_settings({"REDIS_URL": redis_url, "RECORDINGS_DIR": str(tmp_path)})
+    settings = load_settings(
+        {
+            "REDIS_URL": redis_url,
+            "RECORDINGS_DIR": str(tmp_path),
+            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+            "TWILIO_AUTH_TOKEN": "t",
+            "TWILIO_API_BASE": "http://127.0.0.1:9",
+        }
+    )
     store = open_store(settings)
     await store.startup()
     # Never asked: nothing here downloads.
-    twilio = TwilioMedia(api_base="http://127.0.0.1:9", account_sid="AC" + "0" * 32, auth_token="t")
+    twilio = TwilioMedia()
     yield WorkerContext(
         settings=settings,
         redis=redis,
@@ -41,6 +52,8 @@ async def ctx(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[Wor
         registry=CallRegistry(redis),
         store=store,
         twilio=twilio,
+        router=AccountRouter(settings.twilio, AccountRegistry(redis, None)),
+        permits=AccountPermits(redis, max_per_account=20),
         consumer="test",
     )
     await twilio.aclose()

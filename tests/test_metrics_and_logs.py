@@ -62,6 +62,10 @@ def test_metrics_after_real_traffic_are_deployment_wide(stack: Stack, sim: Simul
     assert value(busy, "callrec_business_slots_in_use", business_id=B) == 3
     assert value(busy, "callrec_business_slots_in_use", business_id=C) == 1
     assert value(busy, "callrec_business_queued_requests", business_id=B) == 1
+    main = sim.account_sid
+    assert value(busy, "callrec_twilio_permits_in_use") == 4
+    assert value(busy, "callrec_twilio_account_permits_in_use", account_sid=main) == 4
+    assert value(busy, "callrec_twilio_account_limit", account_sid=main) == 20
 
     sim.hold_media = False
     everyone = [*recs, theirs]
@@ -84,9 +88,10 @@ def test_metrics_after_real_traffic_are_deployment_wide(stack: Stack, sim: Simul
     assert value(m, "callrec_play_requests_total", result="pending") == 5
     assert value(m, "callrec_play_requests_total", result="not_found") == 1
     assert value(m, "callrec_downloads_total", outcome="ok") == 5
-    assert value(m, "callrec_downloads_total", outcome="retry") == 1  # the 429
+    # The 429 was waited out inside its download: no retry, no attempt spent.
+    assert value(m, "callrec_downloads_total", outcome="retry") == 0
     assert value(m, "callrec_downloads_total", outcome="failed") == 0
-    assert value(m, "callrec_download_seconds_count") == 6
+    assert value(m, "callrec_download_seconds_count") == 5
     assert value(m, "callrec_download_seconds_sum") > 0
     assert value(m, "callrec_download_bytes_count") == 5
     assert value(m, "callrec_download_bytes_sum") == sum(sizes) + 50_000
@@ -94,6 +99,9 @@ def test_metrics_after_real_traffic_are_deployment_wide(stack: Stack, sim: Simul
     assert value(m, "callrec_download_bytes_bucket", le="1048576") == 4
     assert value(m, "callrec_download_bytes_bucket", le="+Inf") == 5
     assert value(m, "callrec_twilio_responses_total", status="429") == 1
+    assert value(m, "callrec_twilio_account_throttled_total", account_sid=main) == 1
+    assert value(m, "callrec_twilio_account_permits_in_use", account_sid=main) == 0
+    assert value(m, "callrec_twilio_account_limit", account_sid=main) == 10  # halved
     assert value(m, "callrec_twilio_responses_total", status="200") == 5
     assert value(m, "callrec_queued_requests") == 0
     assert value(m, "callrec_dead_letters") == 0

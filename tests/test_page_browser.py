@@ -7,13 +7,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Response, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Response, sync_playwright
 
 from tests.helpers import register
 from tests.stack import ROOT, Stack, token
-from twilio_sim import Fault, Simulator
+from twilio_sim import Fault, Simulator, media_bytes
 
 B = "biz1"
 CHROMIUM = "/usr/bin/chromium"
@@ -177,3 +178,112 @@ def test_page_lists_calls_plays_five_with_live_queue_and_seeks(
     web_log = stack.procs[0].log()
     assert "GET /api/events?token=[redacted]" in web_log  # access log was on, and redacted
     assert secret not in web_log and secret.split(".")[2] not in web_log
+
+
+SIGNED_SECRET = "browser-signed-secret-" + "s" * 32
+SEEK_TO = (0.95, 0.6, 0.8)  # of the duration
+
+
+def test_signed_play_seeks_on_the_media_url_not_the_app(
+    stack: Stack, sim: Simulator, browser: Browser
+) -> None:
+    """SERVE_VIA=signed in a real audio element: after the play's 302, where do its
+    seeks go, and how many requests reach the token-checked play route per play?"""
+    web = stack.start_web(
+        SERVE_VIA="signed", SIGNED_URL_SECRET=SIGNED_SECRET, PREFETCH_ON_WEBHOOK="false"
+    )
+    rec = register(sim, web, B, 0, size_bytes=BIG_BYTES)
+    stack.recordings_dir.mkdir(parents=True, exist_ok=True)
+    (stack.recordings_dir / f"{rec.call_sid}.mp3").write_bytes(media_bytes(rec))
+    play_path = f"/api/calls/{rec.call_sid}/recording"
+
+    context = browser.new_context(bypass_csp=True)
+    page = context.new_page()
+    seen: list[Request] = []
+    page.on("request", lambda r: seen.append(r))
+    page.goto(f"{web}/?token={token(B)}")
+    page.locator("li.call").first.get_by_role("button", name=re.compile("Play")).click()
+    audio = f'li.call[data-sid="{rec.call_sid}"] audio'
+    page.wait_for_function(
+        f"(() => {{ const a = document.querySelector('{audio}'); "
+        "return a && a.readyState >= 2 && a.played.length > 0; })",
+        timeout=WAIT_MS,
+    )
+    for fraction in SEEK_TO:
+        page.eval_on_selector(audio, f"(a) => {{ a.currentTime = a.duration * {fraction}; }}")
+        page.wait_for_function(
+            f"(() => {{ const a = document.querySelector('{audio}'); return !a.seeking && "
+            f"a.readyState >= 2 && a.currentTime >= a.duration * {fraction} - 1; }})",
+            timeout=WAIT_MS,
+        )
+    media = [r for r in seen if urlsplit(r.url).path == f"/media/{rec.call_sid}.mp3"]
+    plays = [r for r in seen if urlsplit(r.url).path == play_path]
+    # One request of this play reaches the play route (the token and tenant check, then
+    # the 302); every byte, and every seek, goes to the signed URL.
+    assert len(plays) == 1, [r.url for r in plays]
+    assert plays[0].redirected_to is not None
+    assert urlsplit(plays[0].redirected_to.url).path == f"/media/{rec.call_sid}.mp3"
+    seeks = [r for r in media if (range_start_of(r) or 0) > 0]
+    # The first two land beyond anything buffered; the third may be buffered by then.
+    assert len(seeks) >= 2
+    assert all((resp := r.response()) is not None and resp.status == 206 for r in seeks)
+    assert all("token" not in r.url for r in media)
+    print(
+        f"\nsigned play with {len(SEEK_TO)} seeks: {len(plays)} request(s) to the play route, "
+        f"{len(media)} to the signed media URL ({len(seeks)} ranged past 0)"
+    )
+    context.close()
+
+
+def range_start_of(request: Request) -> int | None:
+    match = re.fullmatch(r"bytes=(\d+)-\d*", request.headers.get("range") or "")
+    return int(match.group(1)) if match else None
+
+
+def test_page_plays_each_recording_of_a_call_and_says_why_none(
+    stack: Stack, sim: Simulator, browser: Browser
+) -> None:
+    from twilio_sim import SimRecording
+
+    web = stack.start_web(PREFETCH_ON_WEBHOOK="false")
+    stack.start_worker()
+    hooks = f"{web}/webhooks/twilio/{B}"
+    both = register(sim, web, B, 40, recording_webhook=False)
+    dial = SimRecording(B, both.call_sid, both.recording_sid, duration_s=14, source="DialVerb")
+    voicemail = SimRecording(B, both.call_sid, "RE" + "7" * 32, duration_s=6)
+    sim.add_recording(voicemail)
+    for rec in (dial, voicemail):
+        assert sim.send_recording_status(f"{hooks}/recording-status", rec) == 204
+    silent = register(sim, web, B, 41, recording_webhook=False)
+    silent_rec = SimRecording(B, silent.call_sid, silent.recording_sid, duration_s=3)
+    assert (
+        sim.send_recording_status(
+            f"{hooks}/recording-status", silent_rec, status="absent", error_code="16102"
+        )
+        == 204
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+    page = context.new_page()
+    page.goto(f"{web}/?token={token(B)}")
+    row = page.locator(f'li.call[data-sid="{both.call_sid}"]')
+    row.locator(".player").nth(1).wait_for(timeout=WAIT_MS)
+    assert row.locator(".player .what").all_inner_texts() == ["Call · 0:14", "Voicemail · 0:06"]
+    row.get_by_role("button", name=re.compile("Play voicemail")).click()
+    voice_audio = row.locator(".player").nth(1).locator("audio")
+    voice_audio.wait_for(timeout=WAIT_MS)
+    src = voice_audio.get_attribute("src") or ""
+    assert f"/recordings/{voicemail.recording_sid}?token=" in src
+    assert row.locator(".player").nth(0).locator("audio").count() == 0
+    page.wait_for_function(
+        "(() => { const a = document.querySelector"
+        f"('li.call[data-sid=\"{both.call_sid}\"] .player:nth-child(2) audio');"
+        " return a && a.readyState >= 2; })()",
+        timeout=WAIT_MS,
+    )
+    none = page.locator(f'li.call[data-sid="{silent.call_sid}"] .state')
+    assert none.inner_text() == "No recording: silent"
+    assert page.locator(f'li.call[data-sid="{silent.call_sid}"] button').is_hidden()
+    shot(page, "page-several-recordings")
+    assert sim.downloads(voicemail.recording_sid) == 1
+    assert sim.downloads(dial.recording_sid) == 0  # never clicked, never fetched
+    context.close()

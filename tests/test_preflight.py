@@ -70,6 +70,7 @@ def test_a_good_configuration_passes_every_check(good_env: Env, tmp_path: Path) 
         "storage shared by web and workers": "ok",
         "PUBLIC_BASE_URL": "ok",
         "twilio credentials": "ok",
+        "business twilio accounts": "ok",
     }
     assert rows["redis version"].detail.startswith(("valkey ", "redis "))
     assert rows["redis cluster"].detail == "single server"
@@ -218,3 +219,31 @@ def test_web_warns_once_when_public_base_url_is_unset(stack: Stack) -> None:
     unset_log, set_log = (p.log() for p in stack.procs)
     assert unset_log.count("PUBLIC_BASE_URL is unset") == 1, unset_log
     assert "PUBLIC_BASE_URL is unset" not in set_log
+
+
+def test_business_accounts_need_the_key_they_were_sealed_with(good_env: Env) -> None:
+    import asyncio
+
+    from cryptography.fernet import Fernet
+    from redis.asyncio import Redis as AsyncRedis
+
+    from tenants.accounts import AccountRegistry, TwilioAccount
+    from tenants.secrets import SecretBox
+
+    key = Fernet.generate_key().decode()
+    name = "business twilio accounts"
+
+    async def register() -> None:
+        client = AsyncRedis.from_url(good_env["REDIS_URL"])
+        await AccountRegistry(client, SecretBox(key)).put("b1", TwilioAccount("AC" + "1" * 32, "t"))
+        await client.aclose()
+
+    asyncio.run(register())
+    assert checks({**good_env, "CALLREC_SECRETS_KEY": key})[name].status == "ok"
+    missing = checks(good_env)[name]
+    assert (missing.status, missing.detail) == ("FAIL", "1 registered: CALLREC_SECRETS_KEY unset")
+    other = Fernet.generate_key().decode()
+    changed = checks({**good_env, "CALLREC_SECRETS_KEY": other})[name]
+    assert (
+        changed.status == "FAIL" and "do not decrypt" in changed.detail and "b1" in changed.detail
+    )

@@ -110,7 +110,7 @@ async def test_mark_ready_leaves_the_pending_index(redis: Redis) -> None:
 
 
 async def completed(registry: CallRegistry, n: int) -> str:
-    return await registry.apply_recording_status(
+    update = await registry.apply_recording_status(
         B,
         sid(n),
         recording_sid=f"RE{n:032x}",
@@ -118,6 +118,8 @@ async def completed(registry: CallRegistry, n: int) -> str:
         duration="12",
         now_ms=SECOND_MS,
     )
+    assert update.member == sid(n)  # the call's primary
+    return update.state
 
 
 async def test_replayed_completed_webhook_does_not_revive_a_failed_recording(

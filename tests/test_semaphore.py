@@ -8,7 +8,7 @@ import hashlib
 from redis.asyncio import Redis
 
 from calls import keys
-from calls.redis_values import entries, texts
+from calls.redis_values import entries, text, texts
 from semaphore import Slots
 from semaphore.scripts import with_prelude
 
@@ -141,8 +141,17 @@ async def test_concurrent_requests_never_exceed_cap(redis: Redis) -> None:
 
 
 async def status_events(redis: Redis, after: str = "-") -> list[tuple[str, str, str]]:
+    """State changes (the queue-head entries left out)."""
     rows = entries(await redis.xrange(keys.status_stream(B), min=after))
-    return [(f["sid"], f["status"], f["position"]) for i, f in rows if i != after]
+    return [(f["sid"], f["status"], f["position"]) for i, f in rows if i != after and "sid" in f]
+
+
+async def place_from_ticket(redis: Redis, n: int) -> int:
+    """A waiting SID's place as a page computes it: its ticket minus the head's, plus one."""
+    head = text(await redis.lindex(keys.queue(B), 0))
+    mine, heads = await redis.hmget(keys.tickets(B), [sid(n), head])
+    assert mine is not None and heads is not None
+    return int(text(mine)) - int(text(heads)) + 1
 
 
 async def newest_event_id(redis: Redis) -> str:
@@ -166,8 +175,10 @@ async def test_repair_announces_queue_positions(redis: Redis) -> None:
     result = await slots.repair(B, [sid(2)])
     assert result.position == 1  # one stuck call requeued
     # Back at the head: the page watching sid(2) must stop showing "processing", and
-    # sid(1) moved back one place.
-    assert await status_events(redis, mark) == [(sid(2), "queued", "1"), (sid(1), "queued", "2")]
+    # sid(1) moved back one place (its ticket against the new head's says so).
+    assert await status_events(redis, mark) == [(sid(2), "queued", "1")]
+    assert await place_from_ticket(redis, 1) == 2
+    assert await place_from_ticket(redis, 2) == 1
     assert await redis.hget(keys.call(B, sid(2)), "state") == b"queued"
 
 

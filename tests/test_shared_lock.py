@@ -33,7 +33,7 @@ def test_a_second_worker_waits_on_the_lock_then_finds_the_file(
     web = stack.start_web()
     workers = [handle(stack.start_worker()) for _ in range(2)]
     rec = register(sim, web, "lock-b1", 710)
-    register_for(sim, web, "lock-b2", rec)
+    register_for(sim, web, "lock-b2", rec, stack.redis_url)
 
     seen = second_worker_waits_then_finds_the_file(
         sim=sim,

@@ -107,7 +107,7 @@ def test_pods_sharing_a_volume_download_once_lock_across_containers_and_survive_
     contended = register(sim, web.url, B1, 910, size_bytes=RECORDING_BYTES)
     killed = register(sim, web.url, B1, 920, size_bytes=2 * RECORDING_BYTES)
     for rec in [*together, contended]:
-        register_for(sim, web.url, B2, rec)  # both businesses have these calls
+        register_for(sim, web.url, B2, rec, redis_url)  # both businesses have these calls
     every = [*together, contended, killed]
     watcher = TornWatcher({shared / f"{r.call_sid}.mp3": media_bytes(r) for r in every})
     watcher.start()

@@ -44,6 +44,9 @@ def test_events_in_order_with_positions_resumable_and_private(stack: Stack, sim:
     assert sorted(latest().values(), key=str) == sorted(
         [("processing", None)] * 3 + [("queued", 1), ("queued", 2)], key=str
     )
+    last = httpx.get(f"{web}/api/calls/{recs[4].call_sid}/recording/status", headers=auth(B))
+    assert last.json()["position"] == 2
+    last_ticket = int(last.headers["x-queue-ticket"])
     sim.hold_media = False
     wait_for(
         lambda: (
@@ -58,10 +61,14 @@ def test_events_in_order_with_positions_resumable_and_private(stack: Stack, sim:
         sids[0]: [("processing", None), ("ready", None)],
         sids[1]: [("processing", None), ("ready", None)],
         sids[2]: [("processing", None), ("ready", None)],
-        # Each moved up when the head of the queue moved, before its own turn came.
         sids[3]: [("queued", 1), ("processing", None), ("ready", None)],
-        sids[4]: [("queued", 2), ("queued", 1), ("processing", None), ("failed", None)],
+        sids[4]: [("queued", 2), ("processing", None), ("failed", None)],
     }
+    # Moving up is the page's arithmetic: the head's ticket, once sids[3] left the queue,
+    # against sids[4]'s own ticket (X-Queue-Ticket) says it became first in line.
+    heads = [e.json()["head"] for e in mine.events if e.event == "queue"]
+    assert heads and isinstance(heads[0], int)
+    assert last_ticket - heads[0] + 1 == 1
     ids = [e.id for e in mine.statuses()]
     assert all(ids) and ids == sorted(ids, key=lambda i: tuple(map(int, str(i).split("-"))))
 

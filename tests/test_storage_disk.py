@@ -165,7 +165,8 @@ async def test_cancellation_during_a_flush_still_removes_temp_file(store: DiskSt
         "CA" + "0" * 31,
         "CA" + "0" * 32 + "\n",
         "CA" + "0" * 31 + "/",
-        "RE" + "0" * 32,
+        "CF" + "0" * 32,  # a Conference SID: conference recordings are stored by RE SID
+        "RE" + "0" * 31 + "/",
         "",
         f"../{SID}",
         f"{SID}.mp3",

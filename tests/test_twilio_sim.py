@@ -449,7 +449,8 @@ def test_recording_status_webhook_is_signed(
 ) -> None:
     url = f"{receiver.server.urls()[0]}/webhooks/twilio/{BUSINESS}/recording-status"
     assert simulator.send_recording_status(url, rec) == 204
-    form = receiver.received[-1][1]
+    form = dict(receiver.received[-1][1])
+    assert parsedate_to_datetime(form.pop("RecordingStartTime")).tzinfo is not None
     assert form == {
         "AccountSid": simulator.account_sid,
         "CallSid": rec.call_sid,

@@ -54,7 +54,7 @@ async def test_a_request_whose_sid_is_not_a_sid_is_dead_lettered_and_later_ones_
         letters = await dead_letter_fields(redis)
     assert len(letters) == 1
     assert letters[0]["kind"] == "stream"
-    assert "sid must be a Twilio Call SID" in letters[0]["reason"]
+    assert "sid must be a Twilio Call or Recording SID" in letters[0]["reason"]
     assert "etc/passwd" in letters[0]["reason"]  # the raw fields, for the operator
     assert await pending_count(redis) == 0
 

@@ -24,6 +24,9 @@ from consumers.twilio_media import TwilioMedia
 from consumers.worker import Worker
 from semaphore import Slots
 from storage.disk import DiskStore
+from tenants.accounts import AccountRegistry
+from tenants.permits import AccountPermits
+from tenants.routing import AccountRouter
 from twilio_sim import SimRecording, Simulator
 
 B = "biz-unit"
@@ -80,12 +83,7 @@ async def worker_context(
             "DOWNLOAD_MAX_ATTEMPTS": str(max_attempts),
         }
     )
-    twilio = TwilioMedia(
-        api_base=sim.base_url,
-        account_sid=sim.account_sid,
-        auth_token=sim.auth_token,
-        read_timeout_s=read_timeout_s,
-    )
+    twilio = TwilioMedia(read_timeout_s=read_timeout_s)
     ctx = WorkerContext(
         settings=settings,
         redis=redis,
@@ -93,6 +91,8 @@ async def worker_context(
         registry=CallRegistry(redis),
         store=DiskStore(root),
         twilio=twilio,
+        router=AccountRouter(settings.twilio, AccountRegistry(redis, None)),
+        permits=AccountPermits(redis, max_per_account=settings.twilio.max_concurrent_per_account),
         consumer=consumer,
         backoff_base_s=0.01,
         backoff_cap_s=0.05,
@@ -131,7 +131,7 @@ async def wait_until(
         await asyncio.sleep(0.01)
 
 
-async def state_of(redis: Redis, sid: str) -> str | None:
+async def state_of(redis: RedisClient, sid: str) -> str | None:
     raw = await redis.hget(keys.call(B, sid), "state")
     return None if raw is None else text(raw)
 

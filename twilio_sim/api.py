@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import anyio
 from starlette.applications import Starlette
@@ -13,11 +14,12 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from twilio_sim.accounts import AccountBook, AccountLimit, account_resource
 from twilio_sim.auth import TwilioAuth
 from twilio_sim.cdn import CdnSigner
 from twilio_sim.errors import fault_response, not_found, twilio_error
 from twilio_sim.models import Fault, SimRecording
-from twilio_sim.resources import API_VERSION, account_json, recording_json, recording_page
+from twilio_sim.resources import API_VERSION, recording_json, recording_page
 from twilio_sim.state import MediaSettings, SimState, Slot
 from twilio_sim.streaming import ActiveResponses, CutOff, send_media
 
@@ -41,13 +43,20 @@ class RecordingResource:
         settings: MediaSettings,
         signer: CdnSigner,
         active: ActiveResponses,
-        account_sid: str,
+        book: AccountBook,
     ) -> None:
         self.state = state
         self.settings = settings
         self.signer = signer
         self.active = active
-        self.account_sid = account_sid
+        self.book = book
+
+    def _filed(self, rec: SimRecording | None, scope: Scope) -> SimRecording | None:
+        """``rec`` when it is filed under the path's account, else None (a 404)."""
+        if rec is None:
+            return None
+        owner = rec.account_sid or self.book.main_sid
+        return rec if owner == scope["path_params"].get("account_sid") else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name: str = scope["path_params"]["name"]
@@ -59,13 +68,13 @@ class RecordingResource:
             await not_found(scope["path"])(scope, receive, send)
 
     async def _metadata(self, sid: str, scope: Scope, receive: Receive, send: Send) -> None:
-        rec = self.state.get(sid)
+        rec = self._filed(self.state.get(sid), scope)
         response: Response = not_found(scope["path"])
         if rec is not None:
             response = JSONResponse(
                 recording_json(
                     rec,
-                    account_sid=self.account_sid,
+                    account_sid=rec.account_sid or self.book.main_sid,
                     base_url=_base_url(scope),
                     created=self.state.created_at(sid),
                 )
@@ -74,7 +83,7 @@ class RecordingResource:
 
     async def _media(self, sid: str, scope: Scope, receive: Receive, send: Send) -> None:
         rec, fault = self.state.begin_media_request(sid)
-        if rec is None:
+        if self._filed(rec, scope) is None or rec is None:
             await not_found(scope["path"])(scope, receive, send)
             return
         with self.state.in_flight(rec.business_id) as slot:
@@ -116,15 +125,17 @@ class RecordingResource:
         return await send_media(send, rec, self.settings, fault, self.state, slot)
 
 
-def _list_endpoint(state: SimState, account_sid: str) -> Route:
+def _list_endpoint(state: SimState, book: AccountBook) -> Route:
     async def list_call_recordings(request: Request) -> Response:
         call_sid = request.path_params["call_sid"]
+        account_sid = request.path_params["account_sid"]
         base = _base_url(request.scope)
         recs = [
             recording_json(
                 r, account_sid=account_sid, base_url=base, created=state.created_at(r.recording_sid)
             )
             for r in state.for_call(call_sid)
+            if (r.account_sid or book.main_sid) == account_sid
         ]
         return JSONResponse(recording_page(recs, account_sid=account_sid, call_sid=call_sid))
 
@@ -144,29 +155,31 @@ def build_api_app(
     signer: CdnSigner,
     active: ActiveResponses,
     *,
-    account_sid: str,
-    auth_token: str,
+    book: AccountBook,
+    region: str | None = None,
+    extra_routes: Sequence[Route] = (),
 ) -> Starlette:
-    recordings = RecordingResource(state, settings, signer, active, account_sid)
+    """The REST API of one host: the default one (``region`` None) or a region's, which
+    serves only the accounts of that region."""
+    recordings = RecordingResource(state, settings, signer, active, book)
     account_routes = [
-        _list_endpoint(state, account_sid),
+        *extra_routes,
+        _list_endpoint(state, book),
         Route("/Recordings/{name}", recordings, methods=["GET"]),
     ]
-    auth = Middleware(TwilioAuth, account_sid=account_sid, auth_token=auth_token)
-
-    async def account(request: Request) -> Response:
-        return JSONResponse(account_json(account_sid))
-
+    auth = Middleware(TwilioAuth, book=book, region=region)
+    limit = Middleware(AccountLimit, book=book)
     return Starlette(
         routes=[
             Route(
                 f"/{API_VERSION}/Accounts/{{account_sid}}.json",
-                account,
+                account_resource(book, region),
                 methods=["GET"],
-                middleware=[auth],
             ),
             Mount(
-                f"/{API_VERSION}/Accounts/{{account_sid}}", routes=account_routes, middleware=[auth]
+                f"/{API_VERSION}/Accounts/{{account_sid}}",
+                routes=account_routes,
+                middleware=[auth, limit],
             ),
         ],
         exception_handlers={HTTPException: _twilio_http_error},

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import logging
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from twilio_sim.accounts import AccountBook
 from twilio_sim.errors import not_found, unauthorized
 
 logger = logging.getLogger(__name__)
 
 
-def _credentials(header: str) -> tuple[str, str] | None:
+def credentials(header: str) -> tuple[str, str] | None:
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
         return None
@@ -27,26 +27,30 @@ def _credentials(header: str) -> tuple[str, str] | None:
 
 
 class TwilioAuth:
-    """Mounted under /Accounts/{account_sid}: 401 on bad credentials, 404 on a foreign account."""
+    """Mounted under /Accounts/{account_sid}: the credentials must be the account's own
+    (auth token or API key) or its parent's. 401 when they authenticate nothing, 404 when
+    they belong to another account (Twilio hides other accounts' resources)."""
 
-    def __init__(self, app: ASGIApp, *, account_sid: str, auth_token: str) -> None:
+    def __init__(self, app: ASGIApp, *, book: AccountBook, region: str | None = None) -> None:
         self.app = app
-        self.account_sid = account_sid
-        self.auth_token = auth_token
+        self.book = book
+        self.region = region
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        creds = _credentials(Headers(scope=scope).get("authorization", ""))
-        if creds is None or not (
-            hmac.compare_digest(creds[0].encode(), self.account_sid.encode())
-            and hmac.compare_digest(creds[1].encode(), self.auth_token.encode())
-        ):
+        creds = credentials(Headers(scope=scope).get("authorization", ""))
+        if creds is None:
+            await unauthorized()(scope, receive, send)
+            return
+        target = scope["path_params"].get("account_sid", "")
+        status = self.book.authorize(creds[0], creds[1], target, self.region)
+        if status == 401:
             logger.debug("401 for %s", scope["path"])
             await unauthorized()(scope, receive, send)
             return
-        if scope["path_params"].get("account_sid") != self.account_sid:
+        if status == 404:
             await not_found(scope["path"])(scope, receive, send)
             return
         await self.app(scope, receive, send)

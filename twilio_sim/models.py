@@ -7,6 +7,7 @@ import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 DEMO_ACCOUNT_SID = "AC" + "d3a0" * 8
@@ -28,11 +29,23 @@ FaultKind = Literal["not_found", "too_many", "server_error", "cut_off", "stall"]
 
 @dataclass(frozen=True)
 class SimRecording:
+    """One recording at Twilio. A conference recording has a ``conference_sid`` and may
+    have no ``call_sid`` (""), as Twilio's callbacks for it do."""
+
     business_id: str
     call_sid: str
     recording_sid: str
     size_bytes: int = 64 * 1024
     duration_s: int = 30
+    conference_sid: str = ""
+    # Twilio's RecordingSource words: DialVerb, RecordVerb, Conference, StartCallRecordingAPI...
+    source: str = "RecordVerb"
+    channels: int = 1
+    # When Twilio created it (listing order and date filters); None: when it was added.
+    created_at: datetime | None = None
+    # The account it is filed under (served only under that account's path); None: the
+    # simulator's main account.
+    account_sid: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,6 @@ API_VERSION = "2010-04-01"
 PAGE_SIZE = 50
 
 
-def account_json(account_sid: str) -> dict[str, object]:
-    """GET /Accounts/{sid}.json: the account itself (what a credentials check fetches)."""
-    return {
-        "sid": account_sid,
-        "friendly_name": "Simulated account",
-        "status": "active",
-        "type": "Full",
-        "owner_account_sid": account_sid,
-        "uri": f"/{API_VERSION}/Accounts/{account_sid}.json",
-    }
-
-
 def recording_path(account_sid: str, recording_sid: str) -> str:
     return f"/{API_VERSION}/Accounts/{account_sid}/Recordings/{recording_sid}"
 
@@ -36,8 +24,8 @@ def recording_json(
     return {
         "account_sid": account_sid,
         "api_version": API_VERSION,
-        "call_sid": rec.call_sid,
-        "conference_sid": None,
+        "call_sid": rec.call_sid or None,
+        "conference_sid": rec.conference_sid or None,
         "date_created": stamp,
         "date_updated": stamp,
         "start_time": stamp,
@@ -47,8 +35,8 @@ def recording_json(
         "price": None,
         "price_unit": "USD",
         "status": "completed",
-        "channels": 1,
-        "source": "RecordVerb",
+        "channels": rec.channels,
+        "source": rec.source,
         "error_code": None,
         "track": "both",
         "encryption_details": None,

@@ -25,6 +25,8 @@ class MediaSettings:
     # While set, media requests are accepted (and counted as in flight) but wait before
     # answering: a test can look at a queue that stays put, then let it move.
     hold: bool = False
+    # Added before every account-level listing page: lets a test stop a backfill mid-run.
+    listing_delay_s: float = 0.0
 
 
 class Slot:
@@ -70,7 +72,25 @@ class SimState:
     def add(self, rec: SimRecording) -> None:
         with self._lock:
             self._recordings[rec.recording_sid] = rec
-            self._created.setdefault(rec.recording_sid, datetime.now(UTC))
+            self._created.setdefault(rec.recording_sid, rec.created_at or datetime.now(UTC))
+
+    def add_many(self, recs: list[SimRecording]) -> None:
+        with self._lock:
+            for rec in recs:
+                self._recordings[rec.recording_sid] = rec
+                self._created.setdefault(rec.recording_sid, rec.created_at or datetime.now(UTC))
+
+    def remove(self, recording_sid: str) -> SimRecording | None:
+        """Twilio's DELETE: the recording (metadata and media) is gone from then on."""
+        with self._lock:
+            self._created.pop(recording_sid, None)
+            return self._recordings.pop(recording_sid, None)
+
+    def snapshot(self) -> list[tuple[SimRecording, datetime]]:
+        """Every recording with its creation time, for the account-level listing."""
+        with self._lock:
+            self._listing_requests += 1
+            return [(r, self._created[sid]) for sid, r in self._recordings.items()]
 
     def get(self, recording_sid: str) -> SimRecording | None:
         with self._lock:

@@ -56,16 +56,43 @@ def recording_status_params(
 ) -> dict[str, str]:
     params = {
         "AccountSid": account_sid,
-        "CallSid": rec.call_sid,
         "RecordingSid": rec.recording_sid,
         "RecordingUrl": base_url + recording_path(account_sid, rec.recording_sid),
         "RecordingStatus": status,
         "RecordingDuration": str(rec.duration_s),
-        "RecordingChannels": "1",
-        "RecordingSource": "RecordVerb",
+        "RecordingChannels": str(rec.channels),
+        "RecordingSource": rec.source,
+        "RecordingStartTime": format_datetime(rec.created_at or datetime.now(UTC)),
     }
+    # A conference recording's callback names the conference, and no call.
+    if rec.call_sid:
+        params["CallSid"] = rec.call_sid
+    if rec.conference_sid:
+        params["ConferenceSid"] = rec.conference_sid
     if error_code:
         params["ErrorCode"] = error_code
+    return params
+
+
+def conference_status_params(
+    *,
+    account_sid: str,
+    conference_sid: str,
+    call_sid: str,
+    event: str = "participant-join",
+    timestamp: str | None = None,
+    sequence_number: int = 0,
+) -> dict[str, str]:
+    params = {
+        "AccountSid": account_sid,
+        "ConferenceSid": conference_sid,
+        "StatusCallbackEvent": event,
+        "Timestamp": timestamp or rfc2822_now(),
+        "SequenceNumber": str(sequence_number),
+    }
+    # Conference-wide events (conference-start, -end) name no participant.
+    if call_sid:
+        params["CallSid"] = call_sid
     return params
 
 

@@ -4,7 +4,7 @@ Shared prelude of every script that changes a recording's state: Python
 so set_state, pruning, promotion and position announcements exist once.
 
 Nothing here reads KEYS or ARGV on its own: each body binds what it uses
-(slot_context() for the five slot operations, whose KEYS[1..7] and ARGV[1..6] share one
+(slot_context() for the five slot operations, whose KEYS[1..8] and ARGV[1..6] share one
 layout; a states table for the registry's scripts). Everything runs on Redis's clock.
 
 Common layout of the slot scripts (request, release, requeue, reconcile, repair); every
@@ -19,6 +19,8 @@ key shares the hash tag {b}, so one business is one cluster slot:
   KEYS[7] rec_pending:{b}      SET    calls last set to queued or processing: where repair
                                       looks for stuck ones (a superset: members in another
                                       state are dropped lazily by repair)
+  KEYS[8] rec_tickets:{b}      HASH   sid -> ticket of each queued SID, plus "~next", the
+                                      next tail ticket (see "Queue positions" below)
   ARGV[1] max_slots
   ARGV[2] lease key prefix     "rec_inflight:{b}:"
   ARGV[3] call key prefix      "rec_call:{b}:"
@@ -31,16 +33,17 @@ the slot set inside the script, so the caller cannot name its lease key
 so they live in the same cluster slot. The operation's own SID's keys are in KEYS.
 
 Status events (KEYS[6], read by /api/events): every state change of a SID is one entry
-(sid, status, position). A queued SID's position changes when the head of the queue
-moves (promotion, a drop, a request put back at the head). Then, before returning, the
-script adds a "queued" entry with the new position for each of the first POSITION_BOUND
-(50) waiting SIDs, so pages watching them stay right, and one for every SID it put back
-at the head further back. SIDs further back learn their place once they move into that
-window (or by asking /recording/status): the work per call stays bounded (one LRANGE of
-50 and at most 50 XADDs) however long a queue gets.
-]]
+(sid, status, position, and for a queued SID its ticket).
 
-local POSITION_BOUND = 50
+Queue positions, O(1) per move: each queued SID holds a ticket (KEYS[8]); tickets run
+consecutively from the head (a SID queued at the tail takes the next number, one put back
+at the head the head's number minus one), so a SID's place is its ticket minus the head's,
+plus one. When the head moves (promotion, a drop, a SID put back at the head) the script
+appends one entry, (queue_head = the head's ticket), and each page computes its own
+place; nobody else's state is rewritten. The one removal from the middle (requeue of a SID
+that was also queued, a repair) leaves the places behind it one too high until the page
+asks /recording/status again, which reads the exact place (LPOS).
+]]
 
 local clock = nil
 local function now_ms()
@@ -55,9 +58,13 @@ end
 -- key, maxlen = stream cap }. Writes state (and state_ms, which repair reads), keeps the
 -- pending index, and appends a status event when a watcher would see something new: a
 -- different state, or a queue position. Setting a state it already has is silent, so two
--- callers marking the same recording ready emit "ready" once.
-local function set_state(st, call_key, sid, state, position, reason)
+-- callers marking the same recording ready emit "ready" once. An erased recording
+-- stays erased.
+local function set_state(st, call_key, sid, state, position, reason, ticket)
   local previous = redis.call('HGET', call_key, 'state')
+  -- Erased is final (guarantee 11): a promotion, a late release or a file found by a
+  -- racing download never brings the recording back.
+  if previous == 'erased' then return end
   redis.call('HSET', call_key, 'state', state, 'state_ms', now_ms())
   if reason then redis.call('HSET', call_key, 'reason', reason) end
   if state == 'queued' or state == 'processing' then
@@ -67,7 +74,8 @@ local function set_state(st, call_key, sid, state, position, reason)
   end
   if previous ~= state or position then
     redis.call('XADD', st.status, 'MAXLEN', '~', st.maxlen, '*',
-      'sid', sid, 'status', state, 'position', tostring(position or ''))
+      'sid', sid, 'status', state, 'position', tostring(position or ''),
+      'ticket', tostring(ticket or ''))
   end
 end
 
@@ -76,7 +84,7 @@ end
 local function slot_context()
   return {
     slots = KEYS[1], queue = KEYS[2], queued = KEYS[3], queued_at = KEYS[4],
-    fence = KEYS[5],
+    fence = KEYS[5], tickets = KEYS[8],
     st = { status = KEYS[6], pending = KEYS[7], maxlen = ARGV[6] },
     max_slots = tonumber(ARGV[1]),
     lease_prefix = ARGV[2], call_prefix = ARGV[3],
@@ -89,12 +97,28 @@ local function call_key(c, sid)
   return c.call_prefix .. sid
 end
 
--- Back at the head of the queue (a dead member, a due retry, a stuck call). Its state
--- event, with its position, comes from announce_positions.
+local function ticket_of(c, sid)
+  return tonumber(redis.call('HGET', c.tickets, sid))
+end
+
+-- At the tail: the next ticket.
+local function push_tail(c, sid)
+  redis.call('RPUSH', c.queue, sid)
+  redis.call('SADD', c.queued, sid)
+  redis.call('HSET', c.tickets, sid, redis.call('HINCRBY', c.tickets, '~next', 1))
+end
+
+-- Back at the head of the queue (a dead member, a due retry, a stuck call): the head's
+-- ticket minus one (the next tail ticket when the queue is empty). Its state event, with
+-- its position, comes from announce_positions.
 local function push_head(c, sid)
+  local head = redis.call('LINDEX', c.queue, 0)
+  local below = head and ticket_of(c, head)
+  local ticket = below and below - 1 or redis.call('HINCRBY', c.tickets, '~next', 1)
   redis.call('LPUSH', c.queue, sid)
   redis.call('SADD', c.queued, sid)
   redis.call('HSET', c.queued_at, sid, now_ms())
+  redis.call('HSET', c.tickets, sid, ticket)
   c.requeued[#c.requeued + 1] = sid
   c.head_moved = true
 end
@@ -118,6 +142,7 @@ local function promote(c)
     if not sid then break end
     c.head_moved = true
     redis.call('SREM', c.queued, sid)
+    redis.call('HDEL', c.tickets, sid)
     local since = tonumber(redis.call('HGET', c.queued_at, sid) or now_ms())
     redis.call('HDEL', c.queued_at, sid)
     if now_ms() - since > c.queued_ttl_ms then
@@ -145,30 +170,34 @@ local function prune_and_promote(c)
   promote(c)
 end
 
+-- When the head moved: one entry with the head's ticket, from which every waiting page
+-- computes its place; and the "queued" state, with place and ticket, of each SID this
+-- call put back at the head (it was processing, or had lost its place).
 local function announce_positions(c)
   if not c.head_moved then return end
-  local announced = {}
-  for i, waiting in ipairs(redis.call('LRANGE', c.queue, 0, POSITION_BOUND - 1)) do
-    set_state(c.st, call_key(c, waiting), waiting, 'queued', i, nil)
-    announced[waiting] = true
-  end
-  -- Put back at the head but pushed beyond the window by later ones (a repair of many):
-  -- its state must still say queued, not the processing it had.
   for _, sid in ipairs(c.requeued) do
-    if not announced[sid] and redis.call('SISMEMBER', c.queued, sid) == 1 then
-      set_state(c.st, call_key(c, sid), sid, 'queued', position_of(c, sid), nil)
+    if redis.call('SISMEMBER', c.queued, sid) == 1 then
+      set_state(c.st, call_key(c, sid), sid, 'queued', position_of(c, sid), nil,
+        ticket_of(c, sid))
     end
+  end
+  local head = redis.call('LINDEX', c.queue, 0)
+  local ticket = head and ticket_of(c, head)
+  if ticket then
+    redis.call('XADD', c.st.status, 'MAXLEN', '~', c.st.maxlen, '*', 'queue_head', ticket)
   end
 end
 
 -- Named fields, JSON-encoded (cjson encodes an empty table as {}: Python reads both).
 local function slot_result(c, verdict, position, released)
-  local idle = redis.call('SCARD', c.slots) == 0 and redis.call('LLEN', c.queue) == 0
+  local active = redis.call('SCARD', c.slots)
+  local queue_len = redis.call('LLEN', c.queue)
+  local idle = active == 0 and queue_len == 0
     and redis.call('SCARD', c.queued) == 0 and redis.call('SCARD', c.st.pending) == 0
   return cjson.encode({
     verdict = verdict,
-    active = redis.call('SCARD', c.slots),
-    queue_len = redis.call('LLEN', c.queue),
+    active = active,
+    queue_len = queue_len,
     position = position,
     released = released,
     promoted = c.promoted,

@@ -2,7 +2,7 @@
 reconcile: the periodic repair of one business. Drops dead members (requeued at the
 head), repairs a queue and its dedup set that a lost write left out of step, promotes.
 
-KEYS[1..7], ARGV[1..6]: the slot layout (prelude.lua)
+KEYS[1..8], ARGV[1..6]: the slot layout (prelude.lua)
 
 Returns JSON {verdict, active, queue_len, position, released, promoted, dropped, idle}:
   verdict "ok"; position 0; released false; promoted, dropped: as for request
@@ -15,7 +15,7 @@ local listed = {}
 for _, s in ipairs(redis.call('LRANGE', c.queue, 0, -1)) do listed[s] = true end
 for _, s in ipairs(redis.call('SMEMBERS', c.queued)) do
   if not listed[s] then
-    redis.call('RPUSH', c.queue, s)
+    push_tail(c, s)
     if not redis.call('HGET', c.queued_at, s) then redis.call('HSET', c.queued_at, s, now_ms()) end
   end
 end

@@ -2,12 +2,12 @@
 release: free a SID's slot if the caller's fencing token still holds it, record how its
 download ended, then promote the next ones.
 
-KEYS[1..7], ARGV[1..6]: the slot layout (prelude.lua)
-KEYS[8] rec_call:{b}:<sid>       HASH   the recording's state
-KEYS[9] rec_inflight:{b}:<sid>   STRING its lease
+KEYS[1..8], ARGV[1..6]: the slot layout (prelude.lua)
+KEYS[9] rec_call:{b}:<sid>       HASH   the recording's state
+KEYS[10] rec_inflight:{b}:<sid>  STRING its lease
 ARGV[7] sid
 ARGV[8] token                    the fencing token of the admission that ended
-ARGV[9] outcome                  "ready" | "failed" | "retry" | "none"
+ARGV[9] outcome                  "ready" | "failed" | "retry" | "none" | "erased"
 
 Returns JSON {verdict, active, queue_len, position, released, promoted, dropped, idle}:
   verdict "ok"; position 0
@@ -17,7 +17,7 @@ Returns JSON {verdict, active, queue_len, position, released, promoted, dropped,
   promoted, dropped, idle: as for request
 ]]
 local c = slot_context()
-local call, lease, sid, token, outcome = KEYS[8], KEYS[9], ARGV[7], ARGV[8], ARGV[9]
+local call, lease, sid, token, outcome = KEYS[9], KEYS[10], ARGV[7], ARGV[8], ARGV[9]
 local released = false
 
 local held = redis.call('GET', lease)

@@ -4,8 +4,8 @@ move them on (a done event handled but its retry never scheduled, a slot lost wi
 Redis's last second of AOF). A call counts as stuck when it is 'processing' without a
 slot, or 'queued' without a queue entry, for longer than lease_ms.
 
-KEYS[1..7], ARGV[1..6]: the slot layout (prelude.lua)
-KEYS[8..] rec_call:{b}:<sid>     HASH   one per candidate, in the order of ARGV[7..]
+KEYS[1..8], ARGV[1..6]: the slot layout (prelude.lua)
+KEYS[9..] rec_call:{b}:<sid>     HASH   one per candidate, in the order of ARGV[7..]
 ARGV[7..] candidate SIDs from KEYS[7] that the caller found without a delayed retry
           waiting (rec_delayed is global, so outside this script's hash slot)
 
@@ -18,7 +18,7 @@ local c = slot_context()
 local repaired = 0
 
 for i = 7, #ARGV do
-  local s, call = ARGV[i], KEYS[i + 1]
+  local s, call = ARGV[i], KEYS[i + 2]
   local state = redis.call('HGET', call, 'state')
   if state ~= 'queued' and state ~= 'processing' then
     redis.call('SREM', c.st.pending, s)

@@ -1,9 +1,9 @@
 --[[
 request: take a slot for a SID now, or queue it FIFO; idempotent per SID.
 
-KEYS[1..7], ARGV[1..6]: the slot layout (prelude.lua)
-KEYS[8] rec_call:{b}:<sid>       HASH   the recording's state
-KEYS[9] rec_inflight:{b}:<sid>   STRING its lease, if it holds a slot
+KEYS[1..8], ARGV[1..6]: the slot layout (prelude.lua)
+KEYS[9] rec_call:{b}:<sid>       HASH   the recording's state
+KEYS[10] rec_inflight:{b}:<sid>  STRING its lease, if it holds a slot
 ARGV[7] sid
 
 Returns JSON {verdict, active, queue_len, position, released, promoted, dropped, idle}:
@@ -18,8 +18,9 @@ Returns JSON {verdict, active, queue_len, position, released, promoted, dropped,
   idle      nothing held, queued or pending for the business after this call
 ]]
 local c = slot_context()
-local call, lease, sid = KEYS[8], KEYS[9], ARGV[7]
+local call, lease, sid = KEYS[9], KEYS[10], ARGV[7]
 local verdict = 'ok'
+local pruned = false
 
 if redis.call('SISMEMBER', c.slots, sid) == 1 and redis.call('EXISTS', lease) == 1 then
   verdict = 'active'
@@ -27,6 +28,7 @@ elseif redis.call('SISMEMBER', c.queued, sid) == 1 then
   verdict = 'waiting'
 else
   prune(c)
+  pruned = true
   if redis.call('SISMEMBER', c.queued, sid) == 1 then
     -- sid was a dead member: prune put it back at the head, where it keeps its turn
     -- (queueing it at the tail too would admit it twice).
@@ -37,21 +39,21 @@ else
     if redis.call('HGET', call, 'state') == 'failed' then
       redis.call('HDEL', call, 'attempts', 'reason')
     end
-    redis.call('RPUSH', c.queue, sid)
-    redis.call('SADD', c.queued, sid)
+    push_tail(c, sid)
     redis.call('HSET', c.queued_at, sid, now_ms())
     verdict = 'queued'
   end
 end
-prune_and_promote(c)
+-- Nothing can have died between the prune above and here (one script runs at a time).
+if pruned then promote(c) else prune_and_promote(c) end
 for _, a in ipairs(c.promoted) do
   if a.sid == sid then verdict = 'admitted' end
 end
--- Its own "queued" state once it is known to wait (an admitted request's watchers see
--- "processing" alone); announce_positions covers it when the head moved.
+-- Its own "queued" state, with its place and ticket, once it is known to wait (an
+-- admitted request's watchers see "processing" alone).
 local position = position_of(c, sid)
-if verdict == 'queued' and position > 0 and (not c.head_moved or position > POSITION_BOUND) then
-  set_state(c.st, call, sid, 'queued', position, nil)
+if verdict == 'queued' and position > 0 then
+  set_state(c.st, call, sid, 'queued', position, nil, ticket_of(c, sid))
 end
 announce_positions(c)
 return slot_result(c, verdict, position, false)

@@ -1,9 +1,9 @@
 --[[
 requeue: put a retry whose backoff ran out back at the head of its business's queue.
 
-KEYS[1..7], ARGV[1..6]: the slot layout (prelude.lua)
-KEYS[8] rec_call:{b}:<sid>   HASH   the recording's state (set to queued, with its
-                                    position, by announce_positions)
+KEYS[1..8], ARGV[1..6]: the slot layout (prelude.lua)
+KEYS[9] rec_call:{b}:<sid>   HASH   the recording's state (set to queued, with its
+                                    position and ticket, by announce_positions)
 ARGV[7] sid
 
 Returns JSON {verdict, active, queue_len, position, released, promoted, dropped, idle}:
@@ -16,6 +16,7 @@ local sid = ARGV[7]
 if redis.call('SISMEMBER', c.slots, sid) == 0 then
   if redis.call('SISMEMBER', c.queued, sid) == 1 then
     redis.call('LREM', c.queue, 0, sid)
+    redis.call('HDEL', c.tickets, sid)
   end
   push_head(c, sid)
 end

@@ -1,0 +1,1 @@
+"""A recording's life beyond one download: backfill, deletion at Twilio, erasure, retention."""
