@@ -3,6 +3,7 @@ simulator on loopback, and factories for real web and worker processes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -47,7 +48,19 @@ async def async_redis(redis_url: str) -> AsyncIterator[AsyncRedis]:
     """An asyncio client on the freshly flushed test server."""
     client = AsyncRedis.from_url(redis_url)
     yield client
+    await _cancel_stray_tasks()
     await client.aclose()
+
+
+async def _cancel_stray_tasks() -> None:
+    """Cancel what a test left running on its loop (a download a handler started, say)
+    before the client closes: a task still holding or taking a connection when the loop
+    closes leaves an unclosed socket, which a later test's setup reports as an error."""
+    current = asyncio.current_task()
+    stray = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for task in stray:
+        task.cancel()
+    await asyncio.gather(*stray, return_exceptions=True)
 
 
 @pytest.fixture
