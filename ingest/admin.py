@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 16 * 1024
 
 
-def _admin(request: Request) -> tuple[AppState, str]:
+def admin_business(request: Request) -> tuple[AppState, str]:
+    """The app state and the path's business, once the request shows an admin token."""
     state = app_state(request)
     assert state.settings.jwt_secret
     require_admin(request, state.settings.jwt_secret)
@@ -36,8 +37,12 @@ async def _json_object(request: Request) -> dict[str, object]:
         body += chunk
         if len(body) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"body over {MAX_BODY_BYTES} bytes")
+    return json_object(body)
+
+
+def json_object(raw: bytes | bytearray) -> dict[str, object]:
     try:
-        data = json.loads(body)
+        data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("body must be a JSON object") from None
     if not isinstance(data, dict):
@@ -46,7 +51,7 @@ async def _json_object(request: Request) -> dict[str, object]:
 
 
 async def put_twilio_account(request: Request) -> Response:
-    state, b = _admin(request)
+    state, b = admin_business(request)
     account = parse_account(await _json_object(request), state.settings.twilio.region_api_bases)
     await state.accounts.put(b, account)
     # The SID only: secrets never reach a log line.
@@ -55,7 +60,7 @@ async def put_twilio_account(request: Request) -> Response:
 
 
 async def get_twilio_account(request: Request) -> Response:
-    state, b = _admin(request)
+    state, b = admin_business(request)
     described = await state.accounts.describe(b)
     if described is None:
         raise NotFound("this business has no Twilio account of its own (it uses the main one)")
@@ -63,7 +68,7 @@ async def get_twilio_account(request: Request) -> Response:
 
 
 async def delete_twilio_account(request: Request) -> Response:
-    state, b = _admin(request)
+    state, b = admin_business(request)
     if not await state.accounts.delete(b):
         raise NotFound("this business has no Twilio account of its own")
     log.info("TWILIO_ACCOUNT_DELETED business_id=%s", b)

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 
 from starlette.requests import Request
@@ -17,24 +16,14 @@ from starlette.responses import JSONResponse, Response
 
 from calls import sids
 from calls.errors import BadRequest, NotFound
-from ingest.auth import require_admin
-from ingest.state import AppState, app_state
+from ingest.admin import MAX_BODY_BYTES, admin_business, json_object
 from lifecycle.backfill import BackfillRequest
 from lifecycle.backfill_jobs import job_status, submit
 from lifecycle.erasure import Eraser
 
-MAX_BODY_BYTES = 16 * 1024
-
-
-def _admin(request: Request) -> tuple[AppState, str]:
-    state = app_state(request)
-    assert state.settings.jwt_secret
-    require_admin(request, state.settings.jwt_secret)
-    return state, sids.business_id(request.path_params["business_id"])
-
 
 async def erase_call(request: Request) -> Response:
-    state, b = _admin(request)
+    state, b = admin_business(request)
     call_sid = sids.call_sid(request.path_params["call_sid"])
     done = await Eraser(state.redis, state.registry, state.store).erase_call(b, call_sid)
     return JSONResponse(
@@ -64,17 +53,11 @@ async def _json_body(request: Request) -> dict[str, object]:
         raise BadRequest(f"body over {MAX_BODY_BYTES} bytes")
     if not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return body
+    return json_object(raw)
 
 
 async def start_backfill(request: Request) -> Response:
-    state, b = _admin(request)
+    state, b = admin_business(request)
     body = await _json_body(request)
     numbers = body.get("numbers", [])
     if not isinstance(numbers, list) or not all(isinstance(n, str) for n in numbers):
@@ -94,7 +77,7 @@ async def start_backfill(request: Request) -> Response:
 
 
 async def backfill_status(request: Request) -> Response:
-    state, b = _admin(request)
+    state, b = admin_business(request)
     status = await job_status(state.redis, b)
     if status is None:
         raise NotFound("no backfill was asked for this business")

@@ -3,7 +3,6 @@ recording imported once, resumable after an interruption, a second run adds noth
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -19,28 +18,15 @@ from lifecycle.backlog import BacklogFeeder
 from lifecycle.twilio_rest import TwilioRest
 from twilio_sim import SimCall, SimRecording, Simulator, past_calls
 
+# The ``simulator`` and ``twilio`` (a client of its main account) fixtures.
+pytest_plugins = ["tests.twilio_rest_kit"]
+
 B = "biz-fill"
 NEWEST = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 
 
 class Interrupted(Exception):
     pass
-
-
-@pytest.fixture
-def simulator() -> Iterator[Simulator]:
-    with Simulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-async def twilio(simulator: Simulator) -> AsyncIterator[TwilioRest]:
-    async with TwilioRest(
-        api_base=simulator.base_url,
-        account_sid=simulator.account_sid,
-        auth_token=simulator.auth_token,
-    ) as client:
-        yield client
 
 
 def _history(sim: Simulator, n: int, **kw: object) -> tuple[list[SimCall], list[SimRecording]]:

@@ -4,9 +4,8 @@ Retry-After), a copy already gone counts as done, counted for /metrics."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import pytest
 from redis.asyncio import Redis
 
 from calls import keys, stats
@@ -15,23 +14,10 @@ from lifecycle.twilio_rest import TwilioRest
 from tests.helpers import call_sid, rec_sid
 from twilio_sim import Fault, SimRecording, Simulator
 
+# The ``simulator`` and ``twilio`` (a client of its main account) fixtures.
+pytest_plugins = ["tests.twilio_rest_kit"]
+
 B = "biz-del"
-
-
-@pytest.fixture
-def simulator() -> Iterator[Simulator]:
-    with Simulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-async def twilio(simulator: Simulator) -> AsyncIterator[TwilioRest]:
-    async with TwilioRest(
-        api_base=simulator.base_url,
-        account_sid=simulator.account_sid,
-        auth_token=simulator.auth_token,
-    ) as client:
-        yield client
 
 
 def _fixed(client: TwilioRest) -> Callable[[str], Awaitable[TwilioRest]]:

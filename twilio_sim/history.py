@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from twilio_sim.models import SimRecording
+from twilio_sim.models import DEFAULT_FROM, DEFAULT_TO, SimRecording
 
 
 @dataclass(frozen=True)
@@ -16,8 +16,8 @@ class SimCall:
     business_id: str
     call_sid: str
     start_time: datetime
-    from_: str = "+15550000001"
-    to: str = "+15550000002"
+    from_: str = DEFAULT_FROM
+    to: str = DEFAULT_TO
     direction: str = "inbound"
     status: str = "completed"
     duration_s: int = 30
@@ -66,7 +66,7 @@ def past_calls(
     *,
     newest: datetime,
     spacing: timedelta = timedelta(minutes=7),
-    numbers: tuple[str, ...] = ("+15550000002",),
+    numbers: tuple[str, ...] = (DEFAULT_TO,),
     size_bytes: int = 2048,
 ) -> tuple[list[SimCall], list[SimRecording]]:
     """``n`` finished calls, one every ``spacing`` going back from ``newest``, each with one

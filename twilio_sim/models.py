@@ -12,6 +12,9 @@ from typing import Literal
 
 DEMO_ACCOUNT_SID = "AC" + "d3a0" * 8
 DEMO_AUTH_TOKEN = "5e1f" * 8
+# A default call: from this caller to callrec's (the business's) number.
+DEFAULT_FROM = "+15550000001"
+DEFAULT_TO = "+15550000002"
 
 # An ID3v2.4 header with an empty tag: enough for players and `file` to call it MP3-ish.
 _ID3_HEADER = b"ID3\x04\x00\x00\x00\x00\x00\x00"

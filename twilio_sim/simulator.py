@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -12,6 +13,8 @@ from twilio_sim.cdn import CdnSigner, build_cdn_app
 from twilio_sim.history import CallLog, SimCall
 from twilio_sim.listing import DeletionLog, account_routes
 from twilio_sim.models import (
+    DEFAULT_FROM,
+    DEFAULT_TO,
     DEMO_ACCOUNT_SID,
     DEMO_AUTH_TOKEN,
     Fault,
@@ -65,14 +68,12 @@ class Simulator:
         if self._servers is not None:
             raise RuntimeError("simulator already started")
         self._active = ActiveResponses()
+        api_app = functools.partial(
+            build_api_app, self._state, self._settings, self._signer, self._active, book=self.book
+        )
         servers = ServerThread(
             [
-                build_api_app(
-                    self._state,
-                    self._settings,
-                    self._signer,
-                    self._active,
-                    book=self.book,
+                api_app(
                     extra_routes=account_routes(
                         self._state,
                         self._calls,
@@ -82,17 +83,7 @@ class Simulator:
                     ),
                 ),
                 build_cdn_app(self._state, self._settings, self._signer, self._active),
-                *(
-                    build_api_app(
-                        self._state,
-                        self._settings,
-                        self._signer,
-                        self._active,
-                        book=self.book,
-                        region=region,
-                    )
-                    for region in self.regions
-                ),
+                *(api_app(region=region) for region in self.regions),
             ],
             before_stop=self._active.abort_all,
         )
@@ -119,22 +110,23 @@ class Simulator:
     ) -> None:
         self.stop()
 
-    @property
-    def base_url(self) -> str:
+    def _check_running(self) -> None:
         if self._servers is None:
             raise RuntimeError("simulator is not running")
+
+    @property
+    def base_url(self) -> str:
+        self._check_running()
         return self._base_url
 
     @property
     def cdn_base_url(self) -> str:
-        if self._servers is None:
-            raise RuntimeError("simulator is not running")
+        self._check_running()
         return self._signer.base_url
 
     def region_base_url(self, region: str) -> str:
         """The API host of ``region`` (what TWILIO_REGION_API_BASES maps it to in tests)."""
-        if self._servers is None:
-            raise RuntimeError("simulator is not running")
+        self._check_running()
         return self._region_urls[region]
 
     def recording_url(self, recording_sid: str, account_sid: str | None = None) -> str:
@@ -335,8 +327,8 @@ class Simulator:
         *,
         call_sid: str,
         parent_call_sid: str = "",
-        from_: str = "+15550000001",
-        to: str = "+15550000002",
+        from_: str = DEFAULT_FROM,
+        to: str = DEFAULT_TO,
         direction: str = "inbound",
         call_status: str = "completed",
         duration_s: int = 30,

@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import httpx
 from twilio.request_validator import RequestValidator
 
-from twilio_sim.models import SimRecording
+from twilio_sim.models import DEFAULT_FROM, DEFAULT_TO, SimRecording
 from twilio_sim.resources import recording_path
 
 logger = logging.getLogger(__name__)
@@ -26,8 +26,8 @@ def call_status_params(
     account_sid: str,
     call_sid: str,
     parent_call_sid: str = "",
-    from_: str = "+15550000001",
-    to: str = "+15550000002",
+    from_: str = DEFAULT_FROM,
+    to: str = DEFAULT_TO,
     direction: str = "inbound",
     call_status: str = "completed",
     duration_s: int = 30,
