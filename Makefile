@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev dev-s3 test lint typecheck bench chaos clean lock images
+.PHONY: install dev dev-s3 test lint typecheck bench bench-cluster chaos clean lock images
 
 $(BIN)/callrec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,9 +36,11 @@ test: install
 	@cat test-report/images.log
 
 ## Crash-safety trials: kill -9 of workers mid-download, CHAOS_TRIALS times (default 50);
-## prints lost / duplicated / torn / max recovery time.
+## prints lost / duplicated / torn / max recovery time. Then, on a 3-primary cluster, a
+## primary killed and a busy slot migrated mid-run, CLUSTER_CHAOS_TRIALS times each (5).
 chaos: install
 	$(BIN)/python -m pytest -q -s -m chaos tests/test_chaos.py
+	CLUSTER_CHAOS_TRIALS=$${CLUSTER_CHAOS_TRIALS:-5} $(BIN)/python -m pytest -q -s -m 'chaos or not chaos' tests/test_cluster_chaos.py
 
 ## requirements.txt, the pinned runtime dependencies (image and PaaS builds), from
 ## pyproject.toml: every Python 3.11 on Linux (markers kept), with hashes.
@@ -62,6 +64,11 @@ lint: install
 bench: install
 	bench/install-tools.sh $(VENV)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## The download pipeline against a 3-primary cluster: 10,000 businesses, workers 1, 2, 4
+## and 8, downloads/s and Redis CPU per primary (bench/cluster.py; several minutes).
+bench-cluster: install
+	$(BIN)/python -m bench.cluster $(BENCH_ARGS)
 
 typecheck: install
 	$(BIN)/mypy

@@ -25,8 +25,10 @@ SID = "CA" + "5" * 32
 async def _request(redis_url: str) -> None:
     import redis.asyncio as aioredis
 
+    from calls.shards import ShardMap
+
     client = aioredis.Redis.from_url(redis_url)
-    await request_download(client, BUSINESS, SID, source="play")
+    await request_download(client, ShardMap(1), BUSINESS, SID, source="play")
     await client.aclose()
 
 

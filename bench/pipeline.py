@@ -26,6 +26,7 @@ from bench.countproxy import CountingProxy
 from calls import keys
 from calls.events import Event, publish, request_download
 from calls.registry import CallRegistry
+from calls.shards import ShardMap
 from tests.stack import Stack, wait_for
 from twilio_sim import SimRecording, Simulator
 
@@ -88,7 +89,7 @@ async def _enqueue_all(redis_url: str, recs: list[SimRecording]) -> float:
     client = aioredis.Redis.from_url(redis_url)
     events = [Event("request", r.business_id, r.call_sid, source="play") for r in recs]
     t = time.monotonic()
-    await publish(client, *events)
+    await publish(client, ShardMap(1), *events)
     await client.aclose()
     return t
 
@@ -110,7 +111,7 @@ async def _enqueue_paced(
         if delay > 0:
             await asyncio.sleep(delay)
         sent[rec.call_sid] = time.monotonic()
-        await request_download(client, rec.business_id, rec.call_sid, source="play")
+        await request_download(client, ShardMap(1), rec.business_id, rec.call_sid, source="play")
     await client.aclose()
     return sent
 
@@ -340,7 +341,7 @@ async def _enqueue_one_by_one(redis_url: str, recs: list[SimRecording]) -> float
     client = aioredis.Redis.from_url(redis_url)
     t = time.monotonic()
     for rec in recs:
-        await request_download(client, rec.business_id, rec.call_sid, source="play")
+        await request_download(client, ShardMap(1), rec.business_id, rec.call_sid, source="play")
     await client.aclose()
     return t
 

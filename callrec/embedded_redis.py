@@ -52,9 +52,15 @@ class EmbeddedRedis:
     so a restart on the same ``data_dir`` keeps what was written."""
 
     def __init__(
-        self, *, port: int | None = None, data_dir: Path | None = None, appendonly: bool = False
+        self,
+        *,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        appendonly: bool = False,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.port = port or free_port()
+        self.extra_args = extra_args
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="callrec-redis-"))
         self.appendonly = appendonly
@@ -83,6 +89,7 @@ class EmbeddedRedis:
             "no",
             "--loglevel",
             "warning",
+            *self.extra_args,
         ]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
@@ -102,6 +109,10 @@ class EmbeddedRedis:
                 time.sleep(0.05)
         finally:
             client.close()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def stop(self, *, kill: bool = False) -> None:
         if self._proc is None:

@@ -35,7 +35,7 @@ def _bar() -> tuple[tqdm[Never], OnPage]:
 
 async def backfill(settings: Settings, request: BackfillRequest) -> int:
     assert settings.redis_url and settings.twilio.account_sid and settings.twilio.auth_token
-    redis = await connect(settings, purpose="operator")
+    redis = await connect(settings, purpose="operator", wait=False)
     twilio = TwilioRest(
         api_base=settings.twilio.api_base,
         account_sid=settings.twilio.account_sid,
@@ -76,7 +76,7 @@ async def erase(settings: Settings, business: str, call_sid: str | None) -> int:
     from storage.factory import open_store
 
     assert settings.redis_url
-    redis = await connect(settings, purpose="operator")
+    redis = await connect(settings, purpose="operator", wait=False)
     store = open_store(settings)
     try:
         eraser = Eraser(redis, CallRegistry(redis), store)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.exceptions import ResponseError
 
-from calls import keys, live_businesses
+from calls import keys, live_businesses, shards
 from calls.redis_client import RedisClient, connect
 from calls.redis_values import texts
 from config.settings import Settings
@@ -14,17 +14,21 @@ from tenants.permits import usage
 
 
 async def _connect(settings: Settings) -> RedisClient:
-    return await connect(settings, purpose="operator")
+    return await connect(settings, purpose="operator", wait=False)
 
 
 async def print_status(settings: Settings, business: str | None) -> int:
     redis = await _connect(settings)
     try:
+        registered = await shards.registered(redis, shards.ShardMap(settings.event_stream_shards))
         if business:
             businesses = [business]
         else:
             # Businesses with work (slots, queue, pending calls); name one to see it anyway.
-            businesses = sorted(await live_businesses.generations(redis))
+            found: set[str] = set()
+            for shard in registered:
+                found |= set(await live_businesses.generations(redis, shard.live))
+            businesses = sorted(found)
         print(f"{'business':<20} {'slots':>7} {'queued':>7}  leases (sid: ms left)")
         for b in businesses:
             members = sorted(texts(await redis.smembers(keys.slots(b))))
@@ -38,16 +42,18 @@ async def print_status(settings: Settings, business: str | None) -> int:
                 + (", ".join(leases) or "-")
             )
         await _print_accounts(redis, settings)
-        try:
-            summary = await redis.xpending(keys.EVENTS, keys.EVENTS_GROUP)
-            pending = summary["pending"]
-        except ResponseError:
-            pending = 0
-        print(
-            f"event stream: {await redis.exists(keys.EVENTS) and await redis.xlen(keys.EVENTS)} "
-            f"entries, {pending} pending; retries waiting: {await redis.zcard(keys.DELAYED)}; "
-            f"dead letters: {await redis.xlen(keys.DEAD_LETTERS)}"
-        )
+        for shard in registered:
+            try:
+                summary = await redis.xpending(shard.events, keys.EVENTS_GROUP)
+                pending = summary["pending"]
+            except ResponseError:
+                pending = 0
+            length = await redis.exists(shard.events) and await redis.xlen(shard.events)
+            print(
+                f"event stream {shard.events}: {length} entries, {pending} pending; "
+                f"retries waiting: {await redis.zcard(shard.delayed)}"
+            )
+        print(f"dead letters: {await redis.xlen(keys.DEAD_LETTERS)}")
     finally:
         await redis.aclose()
     return 0
@@ -87,7 +93,7 @@ async def dead_letters(settings: Settings, *, requeue: bool, entry_id: str | Non
                 f"attempts={d.attempts} reason={d.reason!r}"
             )
             if requeue and d.sid:
-                await requeue_dead_letter(redis, d)
+                await requeue_dead_letter(redis, shards.ShardMap(settings.event_stream_shards), d)
                 print(f"  requeued {d.sid}")
         if not letters:
             print("no dead letters")

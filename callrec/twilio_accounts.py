@@ -23,7 +23,7 @@ def _describe_line(described: dict[str, object]) -> str:
 
 async def set_account(settings: Settings, b: str, fields: dict[str, object]) -> int:
     assert settings.redis_url
-    redis = await connect(settings, purpose="operator")
+    redis = await connect(settings, purpose="operator", wait=False)
     try:
         registry = AccountRegistry(redis, secret_box(settings))
         account = parse_account(fields, settings.twilio.region_api_bases)
@@ -41,7 +41,7 @@ async def set_account(settings: Settings, b: str, fields: dict[str, object]) -> 
 
 async def show_account(settings: Settings, b: str | None) -> int:
     assert settings.redis_url
-    redis = await connect(settings, purpose="operator")
+    redis = await connect(settings, purpose="operator", wait=False)
     try:
         registry = AccountRegistry(redis, None)  # describing needs no key: nothing decrypts
         businesses = [b] if b else await registry.businesses()
@@ -62,7 +62,7 @@ async def show_account(settings: Settings, b: str | None) -> int:
 
 async def delete_account(settings: Settings, b: str) -> int:
     assert settings.redis_url
-    redis = await connect(settings, purpose="operator")
+    redis = await connect(settings, purpose="operator", wait=False)
     try:
         deleted = await AccountRegistry(redis, None).delete(b)
         print(f"deleted the account of business {b}" if deleted else f"business {b} had none")

@@ -1,6 +1,7 @@
 """The work stream: what web processes ask for and what workers tell each other.
 
-Three kinds of entry on ``rec_events``, read by the ``workers`` consumer group:
+Three kinds of entry on the work streams (``rec_events``, or one of its shards:
+``calls/shards.py``; a business's entries always on one), read by the ``workers`` consumer group:
 
 - ``request``: someone wants a recording stored (a play click, or a completed-recording
   webhook with prefetch on). Workers turn it into a slot admission or a queue entry.
@@ -19,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from calls import keys
 from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text_map
+from calls.shards import ShardMap
 
 Kind = Literal["request", "start", "done"]
 
@@ -58,22 +59,26 @@ class Event:
         )
 
 
-def add_events(pipe: RedisPipeline, *events: Event) -> None:
-    """Queue ``events`` on ``pipe``, for callers that batch them with other commands."""
+def add_events(pipe: RedisPipeline, shards: ShardMap, *events: Event) -> None:
+    """Queue ``events`` on ``pipe`` (each on its business's shard), for callers that
+    batch them with other commands."""
     # No MAXLEN here: trimming could drop entries nobody has acknowledged yet; the
     # worker's reconciler trims below the oldest pending entry instead.
     for event in events:
-        pipe.xadd(keys.EVENTS, event.fields())  # type: ignore[arg-type]
+        pipe.xadd(shards.of(event.business_id).events, event.fields())  # type: ignore[arg-type]
 
 
-async def publish(redis: RedisClient, *events: Event) -> None:
+async def publish(redis: RedisClient, shards: ShardMap, *events: Event) -> None:
     if len(events) == 1:
-        await redis.xadd(keys.EVENTS, events[0].fields())  # type: ignore[arg-type]
+        stream = shards.of(events[0].business_id).events
+        await redis.xadd(stream, events[0].fields())  # type: ignore[arg-type]
         return
     async with redis.pipeline(transaction=False) as pipe:
-        add_events(pipe, *events)
+        add_events(pipe, shards, *events)
         await pipe.execute()
 
 
-async def request_download(redis: RedisClient, business_id: str, sid: str, source: str) -> None:
-    await publish(redis, Event("request", business_id, sid, source=source))
+async def request_download(
+    redis: RedisClient, shards: ShardMap, business_id: str, sid: str, source: str
+) -> None:
+    await publish(redis, shards, Event("request", business_id, sid, source=source))

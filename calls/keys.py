@@ -2,7 +2,9 @@
 
 Per-business keys carry the business id as a hash tag (``{b}``) so that one business
 lives in one Redis Cluster slot and its Lua scripts may touch all of them atomically.
-The global keys (streams, the delayed-retry set, the business index) are not tagged.
+The work streams and their companions (the delayed-retry set, the business index, the
+counters) are per event-stream shard (``calls/shards.py``); the few global keys are
+touched only at start, by operators or on failures.
 """
 
 from __future__ import annotations
@@ -51,14 +53,26 @@ WAIT_PREFIX = "tw_wait:{{tw:{a}}}:"  # + business: LIST of that business's waite
 PROC_PREFIX = "tw_proc:{{tw:{a}}}:"  # + process id: its waiters are alive while this lives
 RATE = "tw_rate:{{tw:{a}}}"  # HASH: AIMD state (limit, ok, cut_ms) and 429 count
 
-# --- global --------------------------------------------------------------------------
+# --- per event-stream shard (calls/shards.py) ----------------------------------------
+# One shard (EVENT_STREAM_SHARDS=1) keeps these untagged names; with N shards each name
+# gets the shard's tag ("rec_events:{ev12}"), so a shard's four keys share one slot.
 EVENTS = "rec_events"  # STREAM: request/start/done events, consumer group below
 EVENTS_GROUP = "workers"
-DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 DELAYED = "rec_delayed"  # ZSET "b|sid" -> due time (ms): retries waiting out a backoff
 # HASH business id -> generation: businesses with live work (queued, slot-holding or
 # pending calls), what the reconciler and /metrics walk (calls/live_businesses.py).
 LIVE_BUSINESSES = "rec_live_businesses"
+STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
+EVENTS_SHARD = "rec_events:{{{tag}}}"
+DELAYED_SHARD = "rec_delayed:{{{tag}}}"
+LIVE_BUSINESSES_SHARD = "rec_live_businesses:{{{tag}}}"
+STATS_SHARD = "rec_stats:{{{tag}}}"
+
+# --- global --------------------------------------------------------------------------
+# SET of every event stream in use (current shards and older ones not yet drained):
+# touched at start and by the workers' upkeep, never per download.
+EVENT_STREAMS = "rec_event_streams"
+DEAD_LETTERS = "rec_dead_letters"  # STREAM of requests given up on, with reason
 # The SET that indexed every business ever seen, before LIVE_BUSINESSES: adopted, then
 # emptied, by the reconciler after an upgrade.
 LEGACY_BUSINESSES = "rec_businesses"
@@ -68,7 +82,6 @@ KNOWN_ACCOUNTS = "tw_known_accounts"  # SET of account SIDs requests went to (me
 # Which business a call or recording SID belongs to: the first one that registered it.
 # One key per SID, untagged: each claim is a single-key SET NX.
 OWNER = "rec_owner:{sid}"
-STATS = "rec_stats"  # HASH of cluster-wide counters behind /metrics (calls.stats)
 # STREAM (MAXLEN 1, PEXPIRE) of one web process's status hub: an append ends its blocking
 # read so that the read includes a business that just got its first subscriber.
 SSE_WAKE = "rec_sse_wake:{process}"
@@ -77,8 +90,11 @@ KNOWN_BUSINESSES = "rec_known_businesses"  # SET of businesses with calls (reten
 BACKLOG_BUSINESSES = "rec_backlog_businesses"  # SET of businesses with a non-empty backlog
 TWILIO_DELETES = "rec_twilio_deletes"  # ZSET "b|RE..." -> due ms: Twilio copies to delete
 TWILIO_DELETE_ATTEMPTS = "rec_twilio_delete_attempts"  # HASH "b|RE..." -> failed attempts
-# STRING with a TTL: why handling an EVENTS entry last failed, for its dead letter.
+# STRING with a TTL: why handling a work-stream entry last failed, for its dead letter.
+# Entry ids repeat across shards: a tagged shard's name is part of the key (and its tag,
+# so the key lives beside the stream).
 ENTRY_ERROR = "rec_entry_error:{entry_id}"
+ENTRY_ERROR_SHARD = "rec_entry_error:{stream}:{entry_id}"
 
 
 def slots(b: str) -> str:
@@ -173,8 +189,10 @@ def backlog(b: str) -> str:
     return BACKLOG.format(b=b)
 
 
-def entry_error(entry_id: str) -> str:
-    return ENTRY_ERROR.format(entry_id=entry_id)
+def entry_error(stream: str, entry_id: str) -> str:
+    if stream == EVENTS:
+        return ENTRY_ERROR.format(entry_id=entry_id)
+    return ENTRY_ERROR_SHARD.format(stream=stream, entry_id=entry_id)
 
 
 def delayed_member(b: str, sid: str) -> str:

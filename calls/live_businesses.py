@@ -3,8 +3,9 @@ still pending (queued/processing, which repair may have to move on). The reconci
 ``/metrics`` walk it, so their cost follows the businesses with work, not every
 business ever seen.
 
-The slot scripts touch only their business's hash-tagged keys (one cluster slot), so
-this global index is kept by their callers:
+There is one index per event-stream shard (``calls/shards.py``), a business always in
+its shard's. The slot scripts touch only their business's hash-tagged keys (one cluster
+slot), so the index is kept by their callers:
 
 - after a slot script that may create work (request, requeue), the caller notes the
   business: ``HINCRBY`` bumps its generation (adding it when absent);
@@ -19,39 +20,42 @@ worker handles it again notes the business then.
 
 from __future__ import annotations
 
-from calls.keys import LEGACY_BUSINESSES, LIVE_BUSINESSES
+from calls.keys import LEGACY_BUSINESSES
 from calls.redis_client import RedisClient
 from calls.redis_values import text_map, texts
-from semaphore.scripts import lua_text
+from calls.shards import ShardMap
+from semaphore.scripts import plain
 
 # Businesses taken over from the legacy index per call (it is emptied as it goes).
 ADOPT_BATCH = 1000
 
 
-async def note(redis: RedisClient, b: str) -> None:
-    """``b`` may have work now: keep it in the index (call after the slot script)."""
-    await redis.hincrby(LIVE_BUSINESSES, b, 1)
+async def note(redis: RedisClient, shards: ShardMap, b: str) -> None:
+    """``b`` may have work now: keep it in its shard's index (call after the slot script)."""
+    await redis.hincrby(shards.of(b).live, b, 1)
 
 
-async def generations(redis: RedisClient) -> dict[str, str]:
-    """Every indexed business and its generation, for :func:`forget_if_unchanged`."""
-    return text_map(await redis.hgetall(LIVE_BUSINESSES))
+async def generations(redis: RedisClient, live_key: str) -> dict[str, str]:
+    """Every business in one shard's index (``live_key``) and its generation, for
+    :func:`forget_if_unchanged`."""
+    return text_map(await redis.hgetall(live_key))
 
 
-async def forget_if_unchanged(redis: RedisClient, b: str, generation: str) -> bool:
-    """Drop ``b`` (found idle) unless work was noted for it since ``generation``."""
-    script = redis.register_script(lua_text("calls", "forget_business.lua"))
-    dropped = await script(keys=[LIVE_BUSINESSES], args=[b, generation])
+async def forget_if_unchanged(redis: RedisClient, live_key: str, b: str, generation: str) -> bool:
+    """Drop ``b`` (found idle) from ``live_key`` unless work was noted for it since
+    ``generation``."""
+    script = plain(redis, "calls", "forget_business.lua")
+    dropped = await script(keys=[live_key], args=[b, generation])
     return int(dropped) == 1
 
 
-async def adopt_legacy(redis: RedisClient) -> int:
+async def adopt_legacy(redis: RedisClient, shards: ShardMap) -> int:
     """Move businesses from the pre-upgrade index into this one (the reconciler then
     drops the idle ones); returns how many were moved."""
     moved = texts(await redis.spop(LEGACY_BUSINESSES, ADOPT_BATCH) or [])
     if moved:
         async with redis.pipeline(transaction=False) as pipe:
             for b in moved:
-                pipe.hincrby(LIVE_BUSINESSES, b, 1)
+                pipe.hincrby(shards.of(b).live, b, 1)
             await pipe.execute()
     return len(moved)

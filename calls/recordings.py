@@ -22,7 +22,7 @@ from calls import keys
 from calls.errors import NotFound
 from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text, text_map, texts
-from semaphore.scripts import lua_text, register
+from semaphore.scripts import plain, register
 
 if TYPE_CHECKING:
     from calls.registry import Call
@@ -134,7 +134,7 @@ class RecordingBook:
 
     def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
-        self._conference_status = redis.register_script(lua_text("calls", "conference_status.lua"))
+        self._conference_status = plain(redis, "calls", "conference_status.lua")
         self._conference_recording = register(redis, "calls", "conference_recording.lua")
 
     async def apply_conference_status(

@@ -42,7 +42,8 @@ RedisClient: TypeAlias = Redis | RedisCluster
 RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
 
 # Who the client is for; each gets the pool and timeouts its use needs.
-#   web      the web process: many concurrent requests, fail fast on connect
+#   web      the web process: many concurrent requests, fail fast on connect (its
+#            request client and its blocking SSE client differ by socket timeout)
 #   worker   a worker's commands (scripts, acks, maintenance)
 #   reader   blocking stream reads (XREADGROUP BLOCK): a socket timeout longer than any
 #            block callrec asks for, so a quiet stream is not mistaken for a dead server
@@ -56,12 +57,12 @@ PROBE_FIRST_S = 0.1
 PROBE_MAX_S = 5.0
 
 # Errors that mean "not now": the server or the cluster's layout is changing (a
-# failover, a slot migration, a restart). redis-py's TimeoutError is not the builtin.
+# failover, a slot migration, a restart). redis-py wraps socket errors and timeouts in
+# its own (its TimeoutError is not the builtin one), so a bare OSError is never Redis's:
+# a disk error is not an outage.
 TRANSIENT: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
-    TimeoutError,
-    OSError,
     ClusterError,  # the cluster client's retries ran out ("TTL exhausted")
     ClusterDownError,  # CLUSTERDOWN, MASTERDOWN
     TryAgainError,  # TRYAGAIN: a multi-key command during a slot migration
@@ -69,14 +70,25 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     ReadOnlyError,  # a write reached a primary demoted by a failover
     RedisClusterException,  # no node covers the slot (yet), the layout is being read
 )
-# A script that touched a key the node no longer holds (a slot migrating mid-script;
-# scripts read every such key before their first write, so nothing was written).
-_TRANSIENT_REPLIES = ("non local key", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK ", "READONLY")
+# A script that touched a key it did not declare while its slot migrates (Valkey refuses
+# any such key, Redis one already moved: "non local key"); scripts read every such key
+# before their first write, so nothing was written and the caller retries later.
+_TRANSIENT_REPLIES = (
+    "undeclared keys were accessed during rehashing",
+    "non local key",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MOVED",
+    "ASK ",
+    "READONLY",
+)
 
 
 def is_transient(exc: BaseException) -> bool:
     """Would the same command succeed later, once the server or the cluster settles?"""
     if isinstance(exc, TRANSIENT):
+        return True
+    if isinstance(exc, AttributeError) and _raised_in_redis_connection(exc):
         return True
     return isinstance(exc, ResponseError) and any(r in str(exc) for r in _TRANSIENT_REPLIES)
 
@@ -108,6 +120,22 @@ def tls_failure(exc: BaseException) -> ssl.SSLError | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _raised_in_redis_connection(exc: BaseException) -> bool:
+    """redis-py's asyncio cluster client, when a failover makes it drop a node's
+    connections while another task is still setting one of them up, raises
+    AttributeError from inside that connection (its writer already gone). The
+    connection is dead, not the caller's code: it counts as a connection error."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and last.replace("\\", "/").endswith(_REDIS_CONNECTION_FILE)
+
+
+_REDIS_CONNECTION_FILE = "redis/asyncio/connection.py"
 
 
 def _options(purpose: Purpose) -> dict[str, Any]:
@@ -192,12 +220,16 @@ def client_for(
     purpose: Purpose,
     tls: RedisTls = NO_TLS,
     pool: RedisPool | None = None,
+    socket_timeout_s: float | None = None,
 ) -> RedisClient:
     """A client for ``url``, once it is known whether it names a cluster. With ``pool``,
     at most that many connections (per node, on a cluster), and on one server a command
-    finding them all busy waits for one instead of failing at once."""
+    finding them all busy waits for one instead of failing at once; ``socket_timeout_s``
+    overrides the purpose's socket timeout."""
     # Named, so that CLIENT LIST tells an operator whose connection is whose.
     options = {**_options(purpose), **tls_options(url, tls), "client_name": f"callrec-{purpose}"}
+    if socket_timeout_s is not None:
+        options["socket_timeout"] = socket_timeout_s
     if cluster:
         if pool is not None:
             # redis-py's asyncio cluster client has no waiting pool: a full node pool
@@ -214,16 +246,27 @@ def client_for(
     )
 
 
-async def connect(settings: Settings, *, purpose: Purpose) -> RedisClient:
-    """The client a ``purpose`` uses for ``settings.redis_url``, cluster or not."""
+async def connect(
+    settings: Settings,
+    *,
+    purpose: Purpose,
+    socket_timeout_s: float | None = None,
+    wait: bool = True,
+) -> RedisClient:
+    """The client a ``purpose`` uses for ``settings.redis_url``, cluster or not;
+    ``socket_timeout_s`` overrides the purpose's socket timeout (a blocking reader's must
+    outlast its block). ``wait``: while Redis is unreachable, wait (a worker) rather than
+    raise (a one-shot command)."""
     assert settings.redis_url
-    cluster = await detect_cluster(settings.redis_url, settings.redis_tls)
+    url, tls = settings.redis_url, settings.redis_tls
+    cluster = await detect_cluster(url, tls) if wait else await is_cluster(url, tls)
     return client_for(
-        settings.redis_url,
+        url,
         cluster=cluster,
         purpose=purpose,
-        tls=settings.redis_tls,
+        tls=tls,
         # The command pools are bounded; a reader's few blocking reads are bounded by
         # their callers (one per stream shard, one per web process's status hub).
         pool=settings.redis_pool if purpose in ("web", "worker") else None,
+        socket_timeout_s=socket_timeout_s,
     )

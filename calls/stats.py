@@ -1,4 +1,5 @@
-"""Cluster-wide counters in one Redis hash, so ``/metrics`` on any web process reports
+"""Cluster-wide counters in Redis hashes (one per event-stream shard, summed at scrape
+time: no hash is touched by every download), so ``/metrics`` on any web process reports
 what every web and worker process did (prometheus-client's per-process registries
 could not see across hosts).
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import bisect
 import collections
 
-from calls.keys import STATS
 from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text_map
 
@@ -64,8 +64,10 @@ def bucket_field(prefix: str, bounds: tuple[float, ...], value: float) -> str:
     return f"{prefix}:{bounds[i]}" if i < len(bounds) else f"{prefix}:inf"
 
 
-async def count(redis: RedisClient, field: str, by: int = 1) -> None:
-    await redis.hincrby(STATS, field, by)
+async def count(redis: RedisClient, stats_key: str, field: str, by: int = 1) -> None:
+    """``stats_key``: a shard's counters hash (``Shard.stats``); any shard will do, the
+    exporter sums them all."""
+    await redis.hincrby(stats_key, field, by)
 
 
 class PendingCounts:
@@ -80,40 +82,53 @@ class PendingCounts:
     def add(self, field: str, by: int = 1) -> None:
         self._counts[field] += by
 
-    def drain_into(self, pipe: RedisPipeline) -> None:
+    def drain_into(self, pipe: RedisPipeline, stats_key: str) -> None:
+        """``stats_key``: any shard's counters hash (the exporter sums them all)."""
         for field, by in self._counts.items():
-            pipe.hincrby(STATS, field, by)
+            pipe.hincrby(stats_key, field, by)
         self._counts.clear()
 
-    async def flush(self, redis: RedisClient) -> None:
+    async def flush(self, redis: RedisClient, stats_key: str) -> None:
         if not self._counts:
             return
         async with redis.pipeline(transaction=False) as pipe:
-            self.drain_into(pipe)
+            self.drain_into(pipe, stats_key)
             await pipe.execute()
 
 
 def add_download_observation(
-    pipe: RedisPipeline, outcome: str, seconds: float, size_bytes: int | None = None
+    pipe: RedisPipeline,
+    stats_key: str,
+    outcome: str,
+    seconds: float,
+    size_bytes: int | None = None,
 ) -> None:
     """Queue the counters of one finished download attempt on ``pipe`` (the caller
     executes it); ``size_bytes`` when it stored a file from Twilio."""
-    pipe.hincrby(STATS, download_field(outcome), 1)
-    pipe.hincrby(STATS, bucket_field(SECONDS_PREFIX, DOWNLOAD_BUCKETS_S, seconds), 1)
-    pipe.hincrbyfloat(STATS, f"{SECONDS_PREFIX}:sum", seconds)
+    pipe.hincrby(stats_key, download_field(outcome), 1)
+    pipe.hincrby(stats_key, bucket_field(SECONDS_PREFIX, DOWNLOAD_BUCKETS_S, seconds), 1)
+    pipe.hincrbyfloat(stats_key, f"{SECONDS_PREFIX}:sum", seconds)
     if size_bytes is not None:
-        pipe.hincrby(STATS, bucket_field(BYTES_PREFIX, DOWNLOAD_BUCKETS_BYTES, size_bytes), 1)
-        pipe.hincrby(STATS, f"{BYTES_PREFIX}:sum", size_bytes)
+        pipe.hincrby(stats_key, bucket_field(BYTES_PREFIX, DOWNLOAD_BUCKETS_BYTES, size_bytes), 1)
+        pipe.hincrby(stats_key, f"{BYTES_PREFIX}:sum", size_bytes)
 
 
 async def observe_download(
-    redis: RedisClient, outcome: str, seconds: float, size_bytes: int | None = None
+    redis: RedisClient, stats_key: str, outcome: str, seconds: float, size_bytes: int | None = None
 ) -> None:
     async with redis.pipeline(transaction=False) as pipe:
-        add_download_observation(pipe, outcome, seconds, size_bytes)
+        add_download_observation(pipe, stats_key, outcome, seconds, size_bytes)
         await pipe.execute()
 
 
-async def snapshot(redis: RedisClient) -> dict[str, float]:
-    raw = await redis.hgetall(STATS)
-    return {k: float(v) for k, v in text_map(raw).items()}
+async def snapshot(redis: RedisClient, stats_keys: list[str]) -> dict[str, float]:
+    """Every counter, summed over the shards' hashes."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in stats_keys:
+            pipe.hgetall(key)
+        rows = await pipe.execute()
+    totals: dict[str, float] = {}
+    for raw in rows:
+        for k, v in text_map(raw).items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    return totals

@@ -141,6 +141,7 @@ class Settings:
     sse_max_streams: int  # open /api/events streams on one web process
     sse_max_streams_per_business: int  # ... of them for one business
     redis_pool: RedisPool
+    event_stream_shards: int  # work streams (calls/shards.py); 1 = the original layout
     metrics_token: str | None  # set: /metrics wants "Authorization: Bearer <it>"
     lifecycle: LifecycleSettings
 
@@ -301,6 +302,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
             max_connections=read.integer("REDIS_MAX_CONNECTIONS", 50),
             wait_s=read.integer("REDIS_POOL_WAIT_SECONDS", 2, minimum=0),
         ),
+        event_stream_shards=read.integer("EVENT_STREAM_SHARDS", 1),
         metrics_token=read.text("METRICS_TOKEN"),
         lifecycle=_lifecycle(read),
     )

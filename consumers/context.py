@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from calls.redis_client import RedisClient
 from calls.registry import CallRegistry
+from calls.shards import ShardMap
 from calls.stats import PendingCounts
 from config.settings import Settings
 from consumers.twilio_media import TwilioMedia
@@ -27,6 +28,7 @@ class WorkerContext:
     router: AccountRouter  # which account, host and credentials a business's requests use
     permits: AccountPermits  # the account-wide cap on requests in flight
     consumer: str  # this worker's consumer name in the group
+    shards: ShardMap  # where each business's events, retries and counters go
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0
     # Twilio response counters, written with the next finishing pipeline or maintenance.

@@ -8,6 +8,7 @@ from calls import keys, stats
 from calls.events import Event, publish
 from calls.redis_client import RedisClient
 from calls.redis_values import entries
+from calls.shards import ShardMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,13 +22,20 @@ class DeadLetter:
 
 
 async def dead_letter(
-    redis: RedisClient, b: str, sid: str, *, reason: str, attempts: int, kind: str = "download"
+    redis: RedisClient,
+    shards: ShardMap,
+    b: str,
+    sid: str,
+    *,
+    reason: str,
+    attempts: int,
+    kind: str = "download",
 ) -> None:
     await redis.xadd(
         keys.DEAD_LETTERS,
         {"business_id": b, "sid": sid, "reason": reason, "attempts": attempts, "kind": kind},
     )
-    await stats.count(redis, "dead_letters")
+    await stats.count(redis, shards.of(b).stats, "dead_letters")
 
 
 async def list_dead_letters(redis: RedisClient, count: int = 100) -> list[DeadLetter]:
@@ -46,8 +54,8 @@ async def list_dead_letters(redis: RedisClient, count: int = 100) -> list[DeadLe
     return out
 
 
-async def requeue_dead_letter(redis: RedisClient, letter: DeadLetter) -> None:
+async def requeue_dead_letter(redis: RedisClient, shards: ShardMap, letter: DeadLetter) -> None:
     """Give a dead letter a fresh set of attempts and request it again."""
     await redis.hdel(keys.call(letter.business_id, letter.sid), "attempts", "reason")
-    await publish(redis, Event("request", letter.business_id, letter.sid, source="requeue"))
+    await publish(redis, shards, Event("request", letter.business_id, letter.sid, source="requeue"))
     await redis.xdel(keys.DEAD_LETTERS, letter.id)

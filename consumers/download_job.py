@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from calls import stats
 from calls.errors import DownloadError, LeaseLost, StorageUnavailable
@@ -61,9 +61,10 @@ async def run_download(
     log.info("download begins business_id=%s sid=%s token=%s", b, sid, token)
     try:
         return await _run(ctx, b, sid, token, start_download)
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:
         # Nothing can be recorded without Redis; the lease lapses and the slot script
-        # requeues the call at the head of its queue for whichever worker is alive then.
+        # requeues the call at the head of its queue for whichever worker is alive then
+        # (after a failover or a slot migration, on whichever node holds it now).
         log.warning("download abandoned business_id=%s sid=%s: redis unavailable (%s)", b, sid, exc)
         return None
 
@@ -86,7 +87,9 @@ async def _run(
             # Shutdown: hand the request back at the head of its queue, at once. The slot
             # is released here rather than through a done event on the stream: this
             # worker reads no more events, and it may be the last one running.
-            await stats.observe_download(ctx.redis, "retry", time.monotonic() - started)
+            await stats.observe_download(
+                ctx.redis, ctx.shards.of(b).stats, "retry", time.monotonic() - started
+            )
             done = Event("done", b, sid, token=token, outcome="retry", reason="worker stopping")
             await handlers.on_done(ctx, done)
             raise
@@ -124,7 +127,7 @@ async def _download(ctx: WorkerContext, b: str, sid: str, token: str) -> Ending:
             # Counted, since only this shows the lock doing its job across processes and
             # hosts sharing a disk (the slots keep most duplicates from getting here).
             outcome = "stored" if stored else "missing"
-            await stats.count(ctx.redis, stats.lock_wait_field(outcome))
+            await stats.count(ctx.redis, ctx.shards.of(b).stats, stats.lock_wait_field(outcome))
         if stored:
             return Ending("ready")
         call = await ctx.registry.get(b, sid)
@@ -228,7 +231,7 @@ async def _after_failure(
         attempts,
         _words(exc.detail),
     )
-    await dead_letter(ctx.redis, b, sid, reason=exc.detail, attempts=attempts)
+    await dead_letter(ctx.redis, ctx.shards, b, sid, reason=exc.detail, attempts=attempts)
     return Ending("failed", exc.detail)
 
 
@@ -255,15 +258,19 @@ async def _finish(
     start_download: handlers.StartDownload | None,
 ) -> None:
     metric = {"ready": "ok", "retry": "retry", "failed": "failed"}.get(ending.outcome)
-    # One round trip, in order: the counters, then the release that frees the slot and
-    # promotes the next requests.
+    # One round trip, in order: the counters (under the business's shard tag), then the
+    # release that frees the slot and promotes the next requests (under the business's
+    # tag; on a cluster the pipeline sends each its node's part).
+    stats_key = ctx.shards.of(b).stats
     outcome: Outcome = ending.outcome  # type: ignore[assignment]
     async with ctx.admission_order:
         try:
             async with ctx.redis.pipeline(transaction=False) as pipe:
                 if metric:
-                    stats.add_download_observation(pipe, metric, seconds, ending.size_bytes)
-                ctx.counts.drain_into(pipe)
+                    stats.add_download_observation(
+                        pipe, stats_key, metric, seconds, ending.size_bytes
+                    )
+                ctx.counts.drain_into(pipe, stats_key)
                 ctx.slots.release_in(pipe, b, sid, token, outcome)
                 replies = await pipe.execute()
             result = SlotResult.parse(replies[-1])

@@ -59,14 +59,14 @@ def _bounded(reason: str) -> str:
     return reason if len(reason) <= REASON_MAX_CHARS else reason[: REASON_MAX_CHARS - 3] + "..."
 
 
-async def note_failure(redis: RedisClient, entry_id: str, reason: str) -> None:
-    await redis.set(keys.entry_error(entry_id), reason, ex=ENTRY_ERROR_TTL_S)
+async def note_failure(redis: RedisClient, stream: str, entry_id: str, reason: str) -> None:
+    await redis.set(keys.entry_error(stream, entry_id), reason, ex=ENTRY_ERROR_TTL_S)
 
 
-async def last_failure(redis: RedisClient, entry_id: str) -> str | None:
-    raw = await redis.get(keys.entry_error(entry_id))
+async def last_failure(redis: RedisClient, stream: str, entry_id: str) -> str | None:
+    raw = await redis.get(keys.entry_error(stream, entry_id))
     return None if raw is None else text(raw)
 
 
-async def forget_failure(redis: RedisClient, entry_id: str) -> None:
-    await redis.delete(keys.entry_error(entry_id))
+async def forget_failure(redis: RedisClient, stream: str, entry_id: str) -> None:
+    await redis.delete(keys.entry_error(stream, entry_id))

@@ -49,7 +49,9 @@ async def announce(
             start_download(b, admission.sid, admission.token)
     elif result.promoted:
         await publish(
-            ctx.redis, *(Event("start", b, a.sid, token=a.token) for a in result.promoted)
+            ctx.redis,
+            ctx.shards,
+            *(Event("start", b, a.sid, token=a.token) for a in result.promoted),
         )
 
 
@@ -103,7 +105,7 @@ async def on_request(
         await announce(ctx, b, result, skip=sid, start_download=start_download)
     # After the script (live_businesses.py says why), and on every verdict: a redelivered
     # request may be the one whose first handler died before noting the business.
-    await live_businesses.note(ctx.redis, b)
+    await live_businesses.note(ctx.redis, ctx.shards, b)
 
 
 async def on_start(ctx: WorkerContext, event: Event, start_download: StartDownload) -> None:
@@ -157,4 +159,4 @@ async def after_release(
 async def schedule_retry(ctx: WorkerContext, b: str, sid: str, delay_ms: int) -> None:
     now_s, now_us = await ctx.redis.time()
     due_ms = now_s * 1000 + now_us // 1000 + delay_ms
-    await ctx.redis.zadd(keys.DELAYED, {keys.delayed_member(b, sid): due_ms})
+    await ctx.redis.zadd(ctx.shards.of(b).delayed, {keys.delayed_member(b, sid): due_ms})

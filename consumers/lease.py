@@ -7,8 +7,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from calls.redis_client import is_transient
 from semaphore import Slots
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,12 @@ class LeaseKeeper:
             await asyncio.sleep(interval_s)
             try:
                 renewed = await self._slots.renew(self._b, self._sid, self._token)
-            except RedisError as exc:
+            except Exception as exc:
+                if not isinstance(exc, (RedisError, RedisClusterException)) and not (
+                    is_transient(exc)
+                ):
+                    raise
+                # Unreachable, or the cluster failing over or moving the slot: try again.
                 log.warning("lease renewal failed sid=%s error=%s", self._sid, exc)
                 continue
             if not renewed:

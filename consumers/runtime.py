@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from calls import stats
 from calls.redis_client import connect
 from calls.registry import CallRegistry
+from calls.shards import ShardMap
 from config.settings import Settings
 from consumers.context import WorkerContext
 from consumers.twilio_media import TwilioMedia
@@ -34,6 +35,8 @@ async def build_worker(
         ThreadPoolExecutor(max_workers=FILE_THREADS, thread_name_prefix="files")
     )
     redis = await connect(settings, purpose="worker")
+    reader = await connect(settings, purpose="reader")
+    shards = ShardMap(settings.event_stream_shards)
 
     counts = stats.PendingCounts()
 
@@ -63,11 +66,13 @@ async def build_worker(
             redis, max_per_account=settings.twilio.max_concurrent_per_account
         ),
         consumer=consumer,
+        shards=shards,
         backoff_base_s=settings.worker.backoff_base_ms / 1000,
         counts=counts,
     )
     worker = Worker(
         ctx,
+        reader=reader,
         claim_min_idle_ms=settings.worker.claim_min_idle_ms,
         maintenance_interval_s=settings.worker.reconcile_interval_ms / 1000,
         grace_s=settings.worker.shutdown_grace_s,
@@ -77,5 +82,6 @@ async def build_worker(
         await twilio.aclose()
         await store.close()
         await redis.aclose()
+        await reader.aclose()
 
     return worker, close

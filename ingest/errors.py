@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import logging
 
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -13,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler
 
 from calls.errors import CallrecError, TooManyRequests, Unavailable
+from calls.redis_client import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,24 @@ async def redis_down(request: Request, exc: Exception) -> Response:
     )
 
 
+async def redis_reply(request: Request, exc: Exception) -> Response:
+    """An error reply: the cluster settling (a script refused mid-migration) is a 503
+    like an outage; anything else is a bug, logged."""
+    if is_transient(exc):
+        return await redis_down(request, exc)
+    log.error("redis error reply: %s", exc)
+    return _answer(500, "internal error")
+
+
+async def internal_attribute_error(request: Request, exc: Exception) -> Response:
+    """redis-py's cluster client can raise AttributeError from a connection a failover
+    tore down (calls.redis_client.is_transient): that is a 503; any other is a bug."""
+    if is_transient(exc):
+        return await redis_down(request, exc)
+    log.error("internal error: %r", exc, exc_info=exc)
+    return _answer(500, "internal error")
+
+
 HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {
     CallrecError: callrec_error,
     HTTPException: http_error,
@@ -52,4 +79,12 @@ HANDLERS: dict[type[Exception] | int, ExceptionHandler] = {
     RedisTimeoutError: redis_down,
     # A replica promoted mid-failover answers writes with READONLY for a moment.
     RedisReadOnlyError: redis_down,
+    # A cluster failing over or migrating a slot, past the client's own retries.
+    ClusterError: redis_down,
+    ClusterDownError: redis_down,
+    TryAgainError: redis_down,
+    AskError: redis_down,
+    RedisClusterException: redis_down,
+    ResponseError: redis_reply,
+    AttributeError: internal_attribute_error,
 }

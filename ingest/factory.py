@@ -12,7 +12,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from calls.redis_client import RedisClient, client_for, detect_cluster, probe_cluster
+from calls import shards
+from calls.redis_client import TRANSIENT, RedisClient, client_for, detect_cluster, probe_cluster
 from calls.registry import CallRegistry
 from config.settings import Settings
 from ingest import (
@@ -151,24 +152,44 @@ def _on_clients(
     )
 
 
+async def register_until_done(state: AppState) -> None:
+    """Workers configured with another N read this process's shards too."""
+    delay_s = 0.1
+    while True:
+        try:
+            await shards.register(state.redis, state.shards)
+            return
+        except TRANSIENT as exc:
+            log.warning("redis unavailable (%s); shards not registered yet", exc)
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
+
+
 async def _settle(
-    app: Starlette, first: _Clients, subaccounts: SubaccountDirectory | None
-) -> _Clients:
-    """Redis was unreachable at start: the web serves meanwhile (503s, /readyz not ready)
-    on single-server clients. Once Redis answers, if the URL names a cluster node, switch
-    to cluster clients (and a hub that polls). Returns the clients in use."""
+    app: Starlette,
+    first: _Clients,
+    subaccounts: SubaccountDirectory | None,
+    *,
+    known: bool,
+    opened: list[_Clients],
+) -> None:
+    """Register this process's event stream shards once Redis answers. ``known``: whether
+    the start already found out if Redis is a cluster. If not, it was unreachable at start:
+    the web serves meanwhile (503s, /readyz not ready) on single-server clients and, if the
+    URL names a cluster node, switches to cluster clients (and a hub that polls), noted
+    in ``opened`` for the lifespan to close."""
     state: AppState = app.state.callrec
     settings = state.settings
     assert settings.redis_url
-    if not await detect_cluster(settings.redis_url, settings.redis_tls):
-        return first
-    clients = _Clients.open(settings, cluster=True)
-    app.state.callrec = _on_clients(state, clients, subaccounts)
-    log.info("redis: a cluster; cluster clients from now on")
-    # Requests and streams still on the old clients fail over like an outage (a 503; an
-    # EventSource reconnects).
-    await first.close()
-    return clients
+    if not known and await detect_cluster(settings.redis_url, settings.redis_tls):
+        clients = _Clients.open(settings, cluster=True)
+        opened.append(clients)
+        app.state.callrec = _on_clients(state, clients, subaccounts)
+        log.info("redis: a cluster; cluster clients from now on")
+        # Requests and streams still on the old clients fail over like an outage (a 503;
+        # an EventSource reconnects).
+        await first.close()
+    await register_until_done(app.state.callrec)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -192,27 +213,27 @@ def create_app(settings: Settings) -> Starlette:
             redis=clients.redis,
             hub=clients.hub,
             registry=CallRegistry(clients.redis),
+            shards=shards.ShardMap(settings.event_stream_shards),
             store=store,
             accounts=accounts,
             webhook_accounts=WebhookAccounts(twilio, accounts, subaccounts),
             stopping=stopping,
         )
-        settling = (
-            None if cluster is not None else asyncio.create_task(_settle(app, clients, subaccounts))
+        opened = [clients]
+        settling = asyncio.create_task(
+            _settle(app, clients, subaccounts, known=cluster is not None, opened=opened)
         )
         try:
             yield
         finally:
-            if settling is not None:
-                settling.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await settling
-                if not settling.cancelled() and settling.exception() is None:
-                    clients = settling.result()
+            settling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await settling
             if subaccounts is not None:
                 await subaccounts.aclose()
             await store.close()
-            await clients.close()
+            for each in opened:  # closing twice is harmless
+                await each.close()
 
     middleware = []
     if settings.signed_urls is not None:

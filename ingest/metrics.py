@@ -1,14 +1,14 @@
 """``GET /metrics``: Prometheus text, built from Redis at scrape time.
 
 Multiprocess safety by design: nothing is counted in process memory. Counters and
-histograms live in one Redis hash (``calls/stats.py``) that every web and worker
-process, on every host, increments; gauges are read live from the slot, queue and
-stream keys. So any web process answers with the deployment-wide figures, and a scrape
-of several web processes (or one behind a load balancer) sees the same numbers: sum
-them over ``instance`` and you double count; use ``max`` or scrape one. This replaces
-prometheus-client's ``PROMETHEUS_MULTIPROC_DIR`` mode, which only merges processes
-sharing one disk and misses workers on other hosts; prometheus-client still renders the
-text format.
+histograms live in Redis hashes, one per event-stream shard (``calls/stats.py``),
+that every web and worker process, on every host, increments and a scrape sums;
+gauges are read live from the slot, queue and stream keys. So any web process answers
+with the deployment-wide figures, and a scrape of several web processes (or one behind
+a load balancer) sees the same numbers: sum them over ``instance`` and you double
+count; use ``max`` or scrape one. This replaces prometheus-client's
+``PROMETHEUS_MULTIPROC_DIR`` mode, which only merges processes sharing one disk and
+misses workers on other hosts; prometheus-client still renders the text format.
 
 Cache hits and misses on play are ``callrec_play_requests_total{result="hit"}`` (served
 from storage) and ``{result="pending"}`` (not stored: 202, a download requested or
@@ -42,10 +42,11 @@ from redis.exceptions import ResponseError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from calls import keys, live_businesses, stats
+from calls import keys, live_businesses, shards, stats
 from calls.digits import ascii_digits
 from calls.errors import Unauthorized
 from calls.redis_client import RedisClient
+from calls.shards import Shard
 from ingest.account_metrics import AccountCollector
 from ingest.state import app_state
 from tenants.permits import usage
@@ -184,8 +185,13 @@ def _histogram(
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=c.get(f"{prefix}:sum", 0.0))
 
 
-async def _per_business(redis: RedisClient) -> list[tuple[str, int, int]]:
-    businesses = list(await live_businesses.generations(redis))
+async def _per_business(
+    redis: RedisClient, registered: tuple[Shard, ...]
+) -> list[tuple[str, int, int]]:
+    found: set[str] = set()
+    for shard in registered:
+        found |= set(await live_businesses.generations(redis, shard.live))
+    businesses = sorted(found)
     async with redis.pipeline(transaction=False) as pipe:
         for b in businesses:
             pipe.scard(keys.slots(b))
@@ -194,15 +200,19 @@ async def _per_business(redis: RedisClient) -> list[tuple[str, int, int]]:
     return [(b, int(counts[2 * i]), int(counts[2 * i + 1])) for i, b in enumerate(businesses)]
 
 
-async def _stream_figures(redis: RedisClient) -> tuple[int, int]:
-    try:
-        groups = await redis.xinfo_groups(keys.EVENTS)
-    except ResponseError:  # no stream yet
-        return 0, 0
-    for group in groups:
-        if group["name"] in (keys.EVENTS_GROUP, keys.EVENTS_GROUP.encode()):
-            return int(group["pending"]), int(group.get("lag") or 0)
-    return 0, 0
+async def _stream_figures(redis: RedisClient, registered: tuple[Shard, ...]) -> tuple[int, int]:
+    """Pending entries and lag, summed over the shards' streams."""
+    pending = lag = 0
+    for shard in registered:
+        try:
+            groups = await redis.xinfo_groups(shard.events)
+        except ResponseError:  # no stream yet
+            continue
+        for group in groups:
+            if group["name"] in (keys.EVENTS_GROUP, keys.EVENTS_GROUP.encode()):
+                pending += int(group["pending"])
+                lag += int(group.get("lag") or 0)
+    return pending, lag
 
 
 def _check_scraper(request: Request, metrics_token: str | None) -> None:
@@ -218,10 +228,11 @@ async def metrics(request: Request) -> Response:
     state = app_state(request)
     _check_scraper(request, state.settings.metrics_token)
     redis = state.redis
-    pending, lag = await _stream_figures(redis)
+    registered = await shards.registered(redis, state.shards)
+    pending, lag = await _stream_figures(redis, registered)
     snapshot = _Snapshot(
-        counters=await stats.snapshot(redis),
-        per_business=await _per_business(redis),
+        counters=await stats.snapshot(redis, [s.stats for s in registered]),
+        per_business=await _per_business(redis, registered),
         dead_letters=int(await redis.xlen(keys.DEAD_LETTERS)),
         stream_pending=pending,
         stream_lag=lag,

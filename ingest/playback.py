@@ -85,12 +85,12 @@ async def _pending(state: AppState, b: str, target: Call) -> Response:
     status = target.state
     if status not in PENDING_STATES:
         if target.twilio_unavailable:
-            await stats.count(state.redis, stats.play_field("not_found"))
+            await stats.count(state.redis, state.shards.of(b).stats, stats.play_field("not_found"))
             raise NotFound("this call has no recording")
-        await request_download(state.redis, b, target.member, source="play")
+        await request_download(state.redis, state.shards, b, target.member, source="play")
         status = "queued"
     position, ticket = await _place(state, b, target.member) if status == "queued" else (None, None)
-    await stats.count(state.redis, stats.play_field("pending"))
+    await stats.count(state.redis, state.shards.of(b).stats, stats.play_field("pending"))
     return JSONResponse(
         {"status": status, "position": position},
         status_code=202,
@@ -106,14 +106,14 @@ async def _serve(
     request: Request, state: AppState, b: str, target: Call, filename: str | None
 ) -> Response:
     if target.state == "erased":
-        await stats.count(state.redis, stats.play_field("not_found"))
+        await stats.count(state.redis, state.shards.of(b).stats, stats.play_field("not_found"))
         raise NotFound("this recording was erased")
     stored = await state.store.stat(target.member)
     if stored is None:
         return await _pending(state, b, target)
     if target.state != "ready":
         await state.registry.mark_ready(b, target.member)
-    await stats.count(state.redis, stats.play_field("hit"))
+    await stats.count(state.redis, state.shards.of(b).stats, stats.play_field("hit"))
     return await serve_stored(request, state, stored, filename=filename)
 
 
@@ -125,7 +125,10 @@ async def _play(request: Request, *, attachment: bool) -> Response:
         b, call = await _call(request, state)
         target = await playable(state, b, call)
     except NotFound:
-        await stats.count(state.redis, stats.play_field("not_found"))
+        # The business may be unknown here; any shard's counters do (the exporter sums
+        # them), and a not-found play is rare enough not to make that hash hot.
+        not_found = stats.play_field("not_found")
+        await stats.count(state.redis, state.shards.current[0].stats, not_found)
         raise
     return await _serve(request, state, b, target, f"{call.sid}.mp3" if attachment else None)
 
@@ -136,7 +139,7 @@ async def _play_one(request: Request, *, attachment: bool) -> Response:
     try:
         target = await _one(state, b, call, request.path_params["recording_sid"])
     except NotFound:
-        await stats.count(state.redis, stats.play_field("not_found"))
+        await stats.count(state.redis, state.shards.of(b).stats, stats.play_field("not_found"))
         raise
     # Named as stored: the primary as <call_sid>.mp3, any other as <recording_sid>.mp3.
     return await _serve(request, state, b, target, f"{target.member}.mp3" if attachment else None)

@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from calls.redis_client import RedisClient
 from calls.registry import CallRegistry
+from calls.shards import ShardMap
 from config.settings import Settings
 from ingest.shutdown import Stopping
 from ingest.status_hub import StatusHub
@@ -22,6 +23,7 @@ class AppState:
     redis: RedisClient
     hub: StatusHub  # the one reader behind every open /api/events stream
     registry: CallRegistry
+    shards: ShardMap  # where each business's events and counters go
     store: RecordingStore
     accounts: AccountRegistry  # businesses' own Twilio accounts
     webhook_accounts: WebhookAccounts  # which token signs a business's webhook

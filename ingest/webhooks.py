@@ -198,7 +198,7 @@ async def recording_status(request: Request) -> Response:
     # finds it queued, processing, ready or erased and does nothing.
     prefetch = state.settings.prefetch_on_webhook
     if twilio_status == "completed" and update.state == "available" and prefetch:
-        await request_download(state.redis, b, update.member, source="webhook")
+        await request_download(state.redis, state.shards, b, update.member, source="webhook")
     return Response(status_code=204)
 
 

@@ -314,4 +314,6 @@ class Backfill:
                     backlog.add(pipe, self._b, wanted)
                     pipe.hincrby(self._cursor_key, "downloads_queued", len(wanted))
                     await pipe.execute()
+                # The feeder's index is global (another slot on a cluster): after the MULTI.
+                await backlog.announce(self._redis, self._b)
                 progress.downloads_queued += len(wanted)

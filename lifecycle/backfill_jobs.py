@@ -24,7 +24,7 @@ from calls.redis_values import text, text_map
 from calls.registry import CallRegistry
 from lifecycle.backfill import Backfill, BackfillRequest, Progress
 from lifecycle.twilio_rest import TwilioRest
-from semaphore.scripts import lua_text
+from semaphore.scripts import plain
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,17 @@ def decode_request(b: str, fields: dict[str, str]) -> BackfillRequest:
 
 async def submit(redis: RedisClient, request: BackfillRequest) -> None:
     b = request.business_id
+    # The job's hash (the business's slot) in one MULTI, then its place in the global
+    # schedule (another slot on a cluster): a crash in between leaves a job nobody runs,
+    # which the admin's retry of the submit schedules.
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(keys.backfill_job(b))
         fields: dict[FieldT, EncodableT] = {"state": "queued"}
         fields.update(encode_request(request))
         fields["asked_ms"] = int(time.time() * 1000)
         pipe.hset(keys.backfill_job(b), mapping=fields)
-        pipe.zadd(keys.BACKFILL_JOBS, {b: 0}, nx=True)
         await pipe.execute()
+    await redis.zadd(keys.BACKFILL_JOBS, {b: 0}, nx=True)
 
 
 async def job_status(redis: RedisClient, b: str) -> dict[str, object] | None:
@@ -80,7 +83,7 @@ class BackfillRunner:
         self._redis = redis
         self._registry = registry
         self._client_for = client_for
-        self._claim = redis.register_script(lua_text("lifecycle", "claim_due.lua"))
+        self._claim = plain(redis, "lifecycle", "claim_due.lua")
 
     async def run_due(self) -> int:
         raw = await self._claim(keys=[keys.BACKFILL_JOBS], args=[LEASE_MS, 1])
@@ -109,7 +112,9 @@ class BackfillRunner:
 
         job = Backfill(self._redis, self._registry, client, request)
         progress = await job.run(after_page=renew)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        # Two slots on a cluster: the job says done, then leaves the schedule (a crash in
+        # between runs the finished job again: its imports are idempotent).
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(
                 keys.backfill_job(b),
                 mapping={

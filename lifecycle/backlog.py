@@ -17,7 +17,8 @@ from calls import keys
 from calls.events import Event, publish
 from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import texts
-from semaphore.scripts import lua_text
+from calls.shards import ShardMap
+from semaphore.scripts import plain
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +26,23 @@ SOURCE = "backfill"
 
 
 def add(pipe: RedisPipeline, b: str, sids: Sequence[str]) -> None:
-    """Queue ``sids`` (slot members) on ``pipe``; the feeder learns of the business too."""
+    """Queue ``sids`` (slot members) on ``pipe``; then :func:`announce` the business."""
     if sids:
         pipe.rpush(keys.backlog(b), *sids)
-        pipe.sadd(keys.BACKLOG_BUSINESSES, b)
+
+
+async def announce(redis: RedisClient, b: str) -> None:
+    """Tell the feeder ``b`` has a backlog (after :func:`add`: the index is global, in
+    another cluster slot than the business's keys)."""
+    await redis.sadd(keys.BACKLOG_BUSINESSES, b)
 
 
 class BacklogFeeder:
-    def __init__(self, redis: RedisClient, max_slots: int) -> None:
+    def __init__(self, redis: RedisClient, max_slots: int, shards: ShardMap) -> None:
         self._redis = redis
         self._max_slots = max_slots
-        self._feed = redis.register_script(lua_text("lifecycle", "backlog_feed.lua"))
+        self._shards = shards
+        self._feed = plain(redis, "lifecycle", "backlog_feed.lua")
 
     async def feed(self, b: str) -> int:
         """Publish requests for what the business can take now; returns how many."""
@@ -45,7 +52,11 @@ class BacklogFeeder:
         result = json.loads(raw)
         taken = [str(sid) for sid in result.get("taken", [])]
         if taken:
-            await publish(self._redis, *(Event("request", b, sid, source=SOURCE) for sid in taken))
+            await publish(
+                self._redis,
+                self._shards,
+                *(Event("request", b, sid, source=SOURCE) for sid in taken),
+            )
         if not result["left"]:
             # Emptied: stop visiting it (a later backfill adds it again). A backlog
             # refilled between the script and this SREM is found again by that add.

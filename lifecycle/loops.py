@@ -46,7 +46,7 @@ def start_loops(ctx: WorkerContext, stop: asyncio.Event) -> list[asyncio.Task[No
         client_for,
         on_deleted=lambda b, _rsid, member: ctx.registry.twilio_copy_deleted(b, member),
     )
-    feeder = BacklogFeeder(ctx.redis, ctx.settings.max_slots_per_business)
+    feeder = BacklogFeeder(ctx.redis, ctx.settings.max_slots_per_business, ctx.shards)
     backfills = BackfillRunner(ctx.redis, ctx.registry, client_for)
     life = settings.lifecycle
     retention = Retention(

@@ -23,7 +23,7 @@ from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text
 from calls.registry import twilio_delete_entry
 from lifecycle.twilio_rest import TwilioRest
-from semaphore.scripts import lua_text
+from semaphore.scripts import plain
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class TwilioDeleter:
         self._client_for = client_for
         self._on_deleted = on_deleted
         self._backoff_base_s = backoff_base_s
-        self._claim = redis.register_script(lua_text("lifecycle", "claim_due.lua"))
+        self._claim = plain(redis, "lifecycle", "claim_due.lua")
 
     async def run_due(self, limit: int = CLAIM_BATCH) -> int:
         """Send the DELETEs that are due; returns how many were attempted."""

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from calls import keys
 from calls.redis_client import RedisClient, RedisPipeline
 from calls.redis_values import text
-from semaphore.scripts import lua_text, register
+from semaphore.scripts import plain, register
 
 # "erased": the recording was erased while it downloaded (its file discarded).
 Outcome = Literal["ready", "failed", "retry", "none", "erased"]
@@ -77,7 +77,7 @@ class Slots:
         self._requeue = register(redis, "semaphore", "requeue.lua")
         self._reconcile = register(redis, "semaphore", "reconcile.lua")
         self._repair = register(redis, "semaphore", "repair.lua")
-        self._renew = redis.register_script(lua_text("semaphore", "renew.lua"))
+        self._renew = plain(redis, "semaphore", "renew.lua")
 
     def _common_args(self, b: str) -> list[str]:
         """ARGV[1..6] of every slot script (prelude.lua's layout)."""
@@ -111,12 +111,20 @@ class Slots:
     ) -> None:
         """``release`` queued on ``pipe`` as a bare EVALSHA; ``SlotResult.parse`` reads its
         reply. The finishing worker sends it with the download's counters, in one round
-        trip. (redis-py's script objects would add a SCRIPT EXISTS round trip to every
-        such pipeline.) A server that does not know the script yet makes ``execute``
-        raise NoScriptError; the caller then calls :meth:`release`, which loads it."""
+        trip, without the load ``Script`` does before a process's first pipeline. A server
+        that does not know the script yet makes ``execute`` raise NoScriptError; the caller
+        then calls :meth:`release`, which loads it."""
         key_list = [*keys.business_keys(b), keys.call(b, sid), keys.inflight(b, sid)]
-        pipe.evalsha(
-            self._release.sha, len(key_list), *key_list, *self._common_args(b), sid, token, outcome
+        # execute_command: redis-py's cluster pipeline refuses its evalsha method.
+        pipe.execute_command(
+            "EVALSHA",
+            self._release.sha,
+            len(key_list),
+            *key_list,
+            *self._common_args(b),
+            sid,
+            token,
+            outcome,
         )
 
     async def requeue(self, b: str, sid: str) -> SlotResult:

@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from calls import keys
 from calls.redis_client import RedisClient
-from semaphore.scripts import lua_text
+from semaphore.scripts import Script, lua_text
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class AccountPermits:
         self.proc = proc or process_id()
         self._counter = itertools.count(1)
         self._scripts = {
-            op: redis.register_script(_script(op))
+            op: Script(redis, _script(op))
             for op in ("acquire", "poll", "requeue", "release", "cancel")
         }
         self._waiting: dict[str, _Waiters] = {}

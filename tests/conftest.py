@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis.asyncio import Redis as AsyncRedis
 
+from callrec.embedded_cluster import EmbeddedCluster
 from callrec.embedded_redis import EmbeddedRedis
+from calls.redis_client import RedisClient
+from tests import clients
 from tests.containers import containers, images
 from tests.stack import Stack
 
@@ -36,17 +38,44 @@ def redis_server_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_url(redis_server_url: str) -> Iterator[str]:
+def server_url(redis_server_url: str) -> Iterator[str]:
     client = redis.Redis.from_url(redis_server_url)
     client.flushall()
     client.close()
     yield redis_server_url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[EmbeddedCluster]:
+    """3 primaries with a replica each, shared by the session (started on first use)."""
+    with EmbeddedCluster(primaries=3, replicas=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: EmbeddedCluster) -> str:
+    """The shared cluster, every primary flushed (and healed, if a test failed one over)."""
+    redis_cluster.wait_healthy()
+    for node in redis_cluster.primary_nodes():
+        with redis_cluster.client(node) as client:
+            client.flushall()
+    return redis_cluster.url
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """A fresh Redis: the session's server, or the cluster for tests marked
+    ``tests.clients.on_server_and_cluster``."""
+    kind = getattr(request, "param", "server")
+    url = request.getfixturevalue("cluster_url" if kind == "cluster" else "server_url")
+    assert isinstance(url, str)
+    return url
+
+
 @pytest.fixture(name="redis")
-async def async_redis(redis_url: str) -> AsyncIterator[AsyncRedis]:
-    """An asyncio client on the freshly flushed test server."""
-    client = AsyncRedis.from_url(redis_url)
+async def async_redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    """An asyncio client on the freshly flushed test server (or cluster)."""
+    client = clients.async_redis(redis_url)
     yield client
     await _cancel_stray_tasks()
     await client.aclose()

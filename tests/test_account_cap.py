@@ -16,6 +16,7 @@ from redis.asyncio import Redis as AsyncRedis
 from calls import keys
 from calls.events import Event, publish
 from calls.registry import CallRegistry
+from calls.shards import ShardMap
 from tests.helpers import call_sid, rec_sid
 from tests.stack import Stack, wait_for
 from tests.test_metrics_and_logs import scrape, value
@@ -62,6 +63,7 @@ def register_all(
             for n in range(per_business):
                 await publish(
                     client,
+                    ShardMap(1),
                     *(Event("request", b, rs[n].call_sid, source="play") for b, rs in recs.items()),
                 )
         finally:

@@ -13,6 +13,7 @@ from calls.errors import BadRequest
 from calls.events import Event
 from calls.redis_values import entries, text_map, texts
 from calls.registry import CallRegistry
+from calls.shards import ShardMap
 from lifecycle.backfill import Backfill, BackfillRequest, Progress
 from lifecycle.backlog import BacklogFeeder
 from lifecycle.twilio_rest import TwilioRest
@@ -145,7 +146,7 @@ async def test_download_waits_in_the_backlog_until_users_queue_is_empty(
     done = await _run(redis, twilio, BackfillRequest(B, download=True))
     assert done.downloads_queued == 10
     assert await redis.llen(keys.backlog(B)) == 10
-    feeder = BacklogFeeder(redis, max_slots=3)
+    feeder = BacklogFeeder(redis, max_slots=3, shards=ShardMap(1))
 
     # A user waits in the queue: the backlog gives nothing.
     await redis.rpush(keys.queue(B), "CA" + "9" * 32)

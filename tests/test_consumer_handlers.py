@@ -54,7 +54,9 @@ async def test_request_admitted_starts_its_download_under_the_lease_token(
     assert await slot_members(redis) == {A}
     assert starts.calls == [(B, A, await lease_token(redis, A))]
     assert await state_of(redis, A) == "processing"
-    assert list(await live_businesses.generations(redis)) == [B]  # the reconciler's index
+    assert list(await live_businesses.generations(redis, keys.LIVE_BUSINESSES)) == [
+        B
+    ]  # the reconciler's index
 
 
 async def test_request_beyond_the_cap_is_queued_and_not_started(

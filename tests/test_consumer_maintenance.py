@@ -18,6 +18,7 @@ from consumers.context import WorkerContext
 from consumers.entries import note_failure
 from consumers.worker import Worker
 from tests.worker_kit import (
+    SHARDS,
     B,
     Starts,
     call_sid,
@@ -84,7 +85,7 @@ async def test_reconcile_leaves_live_leases_alone(redis: Redis, ctx: WorkerConte
 async def test_stale_entries_of_a_dead_consumer_are_claimed_and_handled(
     redis: Redis, ctx: WorkerContext
 ) -> None:
-    await publish(redis, Event("request", B, A, source="test"))
+    await publish(redis, SHARDS, Event("request", B, A, source="test"))
     await redis.xreadgroup(keys.EVENTS_GROUP, "dead-worker", {keys.EVENTS: ">"})
     worker = Worker(ctx)
     assert await maintenance.claim_stale(ctx, worker.handle, min_idle_ms=0) == 1
@@ -95,7 +96,7 @@ async def test_stale_entries_of_a_dead_consumer_are_claimed_and_handled(
 async def test_entries_not_yet_idle_enough_are_not_claimed(
     redis: Redis, ctx: WorkerContext
 ) -> None:
-    await publish(redis, Event("request", B, A, source="test"))
+    await publish(redis, SHARDS, Event("request", B, A, source="test"))
     await redis.xreadgroup(keys.EVENTS_GROUP, "busy-worker", {keys.EVENTS: ">"})
     assert await maintenance.claim_stale(ctx, Worker(ctx).handle, min_idle_ms=600_000) == 0
     assert await pending_count(redis) == 1
@@ -108,7 +109,7 @@ async def test_an_entry_delivered_too_often_is_dead_lettered_with_its_last_error
     fields: dict[FieldT, EncodableT] = {"kind": "request", "business_id": B, "sid": A}
     entry_id = text(await redis.xadd(keys.EVENTS, fields))
     await redis.xreadgroup(keys.EVENTS_GROUP, "dead-worker", {keys.EVENTS: ">"})
-    await note_failure(redis, entry_id, "OSError: [Errno 5] Input/output error")
+    await note_failure(redis, keys.EVENTS, entry_id, "OSError: [Errno 5] Input/output error")
     await redis.xclaim(
         keys.EVENTS,
         keys.EVENTS_GROUP,

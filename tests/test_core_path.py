@@ -9,9 +9,13 @@ import re
 
 import httpx
 
+from tests.clients import on_server_and_cluster
 from tests.helpers import call_sid, click_together, play, play_until_stored, register
 from tests.stack import Stack, auth, wait_for
 from twilio_sim import Simulator, media_bytes
+
+# The core path holds on one server and on a 3-primary cluster alike (guarantee 10).
+pytestmark = on_server_and_cluster
 
 B = "biz1"
 

@@ -11,21 +11,24 @@ import re
 import signal
 
 import httpx
-import redis
-import redis.asyncio as aioredis
 
 from calls import keys, live_businesses
 from calls.events import Event, publish
+from calls.shards import ShardMap
 from consumers.__main__ import EXIT_DRAINED, EXIT_HANDED_BACK
 from semaphore import Slots
 from tests import crash_trials
+from tests.clients import SyncClient, async_redis, on_server_and_cluster, sync_redis
 from tests.helpers import play, play_until_stored, register
 from tests.stack import Stack, auth, wait_for
 from tests.test_faults import cli, has_status, status_of
 from twilio_sim import Simulator, media_bytes
 
+# Crash safety holds on one server and on a 3-primary cluster alike (guarantee 10).
+pytestmark = on_server_and_cluster
 
-def no_slots_held(client: redis.Redis, b: str) -> bool:
+
+def no_slots_held(client: SyncClient, b: str) -> bool:
     return client.scard(keys.slots(b)) == 0
 
 
@@ -44,7 +47,7 @@ def test_worker_killed_mid_download_loses_nothing_and_tears_nothing(
     assert totals.torn == 0
     assert totals.duplicated == 0
     assert totals.asked_again_once_stored == 0
-    r = redis.Redis.from_url(stack.redis_url)
+    r = sync_redis(stack.redis_url)
     for n in range(3):
         wait_for(functools.partial(no_slots_held, r, f"crash{n}"), "slots back to 0")
     r.close()
@@ -84,7 +87,7 @@ def test_sigterm_drains_in_flight_downloads_then_hands_back_the_rest(
     hasty.popen.send_signal(signal.SIGTERM)
     assert hasty.popen.wait(timeout=30) == EXIT_HANDED_BACK, hasty.log()
     assert "handed back 1 downloads" in hasty.log()
-    r = redis.Redis.from_url(stack.redis_url)
+    r = sync_redis(stack.redis_url)
     assert r.scard(keys.slots("term")) == 0  # released at once, not after a lease lapse
     # Due at once: the next worker's retry loop puts it back at the head of its queue.
     assert r.zscore(keys.DELAYED, keys.delayed_member("term", late.call_sid)) is not None
@@ -110,9 +113,9 @@ def test_reconciler_requeues_calls_a_lost_event_left_stuck(stack: Stack, sim: Si
     )
 
     async def lose_events() -> None:
-        client = aioredis.Redis.from_url(stack.redis_url)
+        client = async_redis(stack.redis_url)
         slots = Slots(client, max_slots=3, lease_ms=1000, queued_ttl_ms=600_000)
-        await live_businesses.note(client, "rep")
+        await live_businesses.note(client, ShardMap(1), "rep")
         # A done(retry) handled, but the worker died before scheduling the retry: the call
         # says queued, yet no queue entry and no delayed retry will ever move it.
         admitted = await slots.request("rep", retry_lost.call_sid)
@@ -129,9 +132,9 @@ def test_reconciler_requeues_calls_a_lost_event_left_stuck(stack: Stack, sim: Si
         # Stream entries read by a consumer that died before acknowledging them: one read
         # once (claimed and handled by a live worker), one read five times (dead-lettered).
         await client.xgroup_create(keys.EVENTS, keys.EVENTS_GROUP, id="0", mkstream=True)
-        await publish(client, Event("request", "rep", claimed.call_sid))
+        await publish(client, ShardMap(1), Event("request", "rep", claimed.call_sid))
         await client.xreadgroup(keys.EVENTS_GROUP, "dead-1", {keys.EVENTS: ">"}, count=1)
-        await publish(client, Event("request", "rep", poison.call_sid))
+        await publish(client, ShardMap(1), Event("request", "rep", poison.call_sid))
         await client.xreadgroup(keys.EVENTS_GROUP, "dead-2", {keys.EVENTS: ">"}, count=1)
         for _ in range(4):
             await client.xreadgroup(keys.EVENTS_GROUP, "dead-2", {keys.EVENTS: "0"}, count=1)
@@ -147,7 +150,7 @@ def test_reconciler_requeues_calls_a_lost_event_left_stuck(stack: Stack, sim: Si
         assert (stack.recordings_dir / f"{rec.call_sid}.mp3").read_bytes() == media_bytes(rec)
         assert sim.media_requests(rec.recording_sid) == 1
     assert re.search(r"RECORDING_REPAIRED business_id=rep stuck=[12] requeued", worker.log())
-    r = redis.Redis.from_url(stack.redis_url)
+    r = sync_redis(stack.redis_url)
     wait_for(lambda: r.xlen(keys.DEAD_LETTERS) == 1, "poison entry dead-lettered")
     letters = cli(stack, "dead-letters").stdout
     assert re.search(
@@ -181,7 +184,7 @@ def test_request_queued_too_long_is_dropped_and_reported(stack: Stack, sim: Simu
     wait_for(lambda: status_of(web, "ttl", stale.call_sid) == "failed", "stale request dropped")
     assert f"RECORDING_EXPIRED business_id=ttl sid={stale.call_sid}" in worker.log()
     assert sim.media_requests(stale.recording_sid) == 0
-    r = redis.Redis.from_url(stack.redis_url)
+    r = sync_redis(stack.redis_url)
     assert r.llen(keys.queue("ttl")) == 0 and r.scard(keys.queued("ttl")) == 0
     assert r.scard(keys.slots("ttl")) == 0
     assert r.hget(keys.call("ttl", stale.call_sid), "reason") == b"expired in queue"
@@ -225,7 +228,7 @@ def test_paused_worker_past_its_lease_neither_publishes_nor_releases(
     done = rf"RECORDING_DONE business_id=fence sid={rec.call_sid} "
     wait_for(lambda: re.search(done, stack.worker_logs()) is not None, "the done event")
     assert len(re.findall(done, stack.worker_logs())) == 1
-    r = redis.Redis.from_url(stack.redis_url)
+    r = sync_redis(stack.redis_url)
     wait_for(lambda: r.scard(keys.slots("fence")) == 0, "slot free")
     assert r.hget(keys.call("fence", rec.call_sid), "state") == b"ready"
     r.close()

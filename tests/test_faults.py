@@ -19,6 +19,7 @@ import redis
 
 from calls import keys
 from calls.events import request_download
+from calls.shards import ShardMap
 from tests.helpers import call_sid, play, register
 from tests.stack import ROOT, Stack, auth, wait_for
 from twilio_sim import Fault, SimRecording, Simulator, media_bytes
@@ -209,7 +210,7 @@ def test_absent_recording_is_never_fetched(stack: Stack, sim: Simulator) -> None
     client = redis.asyncio.Redis.from_url(stack.redis_url)
 
     async def late_request() -> None:
-        await request_download(client, "abs", rec.call_sid, source="test")
+        await request_download(client, ShardMap(1), "abs", rec.call_sid, source="test")
         await client.aclose()
 
     asyncio.run(late_request())

@@ -13,6 +13,7 @@ from calls import keys, live_businesses
 from calls.events import Event
 from calls.redis_client import RedisClient
 from calls.registry import CallRegistry
+from calls.shards import ShardMap
 from config.settings import load_settings
 from consumers.context import WorkerContext
 from consumers.handlers import on_done, on_request
@@ -24,6 +25,8 @@ from storage.factory import open_store
 from tenants.accounts import AccountRegistry
 from tenants.permits import AccountPermits
 from tenants.routing import AccountRouter
+
+SHARDS = ShardMap(1)
 
 
 def sid(n: int) -> str:
@@ -55,6 +58,7 @@ async def ctx(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[Wor
         router=AccountRouter(settings.twilio, AccountRegistry(redis, None)),
         permits=AccountPermits(redis, max_per_account=20),
         consumer="test",
+        shards=SHARDS,
     )
     await twilio.aclose()
     await store.close()
@@ -88,7 +92,7 @@ async def test_reconciler_and_metrics_cost_follows_businesses_with_work(
     assert await calls_of(redis, "evalsha") - scripts == 2
 
     scards = await calls_of(redis, "scard")
-    per_business = await _per_business(redis)
+    per_business = await _per_business(redis, SHARDS.current)
     assert per_business == [("busy", 1, 0)]
     assert await calls_of(redis, "scard") - scards == 1
 
@@ -103,31 +107,37 @@ async def test_reconciler_keeps_businesses_with_any_live_work(ctx: WorkerContext
     await redis.srem(keys.slots("stuck"), sid(20))
     await redis.delete(keys.inflight("stuck", sid(20)))
     await redis.hset(keys.call("stuck", sid(20)), "state_ms", 0)
-    assert set(await live_businesses.generations(redis)) == {"busy", "done", "stuck"}
+    assert set(await live_businesses.generations(redis, keys.LIVE_BUSINESSES)) == {
+        "busy",
+        "done",
+        "stuck",
+    }
 
     assert await reconcile_all(ctx) == 1
-    assert set(await live_businesses.generations(redis)) == {"busy", "stuck"}
+    assert set(await live_businesses.generations(redis, keys.LIVE_BUSINESSES)) == {"busy", "stuck"}
     # The stuck call was repaired, so its business still has work (a slot now).
     assert await redis.sismember(keys.slots("stuck"), sid(20))
 
 
 async def test_a_request_racing_the_reconciler_keeps_its_business(redis: Redis) -> None:
     slots = Slots(redis, max_slots=3, lease_ms=60_000, queued_ttl_ms=60_000)
-    await live_businesses.note(redis, "b")
-    generation = (await live_businesses.generations(redis))["b"]
+    await live_businesses.note(redis, SHARDS, "b")
+    generation = (await live_businesses.generations(redis, keys.LIVE_BUSINESSES))["b"]
     assert (await slots.reconcile("b")).idle
     # A request's script runs after the reconciler's found the business idle; it notes
     # the business after its script, before the reconciler gets to forget it ...
     await slots.request("b", sid(1))
-    await live_businesses.note(redis, "b")
-    assert not await live_businesses.forget_if_unchanged(redis, "b", generation)
-    assert "b" in await live_businesses.generations(redis)
+    await live_businesses.note(redis, SHARDS, "b")
+    assert not await live_businesses.forget_if_unchanged(
+        redis, keys.LIVE_BUSINESSES, "b", generation
+    )
+    assert "b" in await live_businesses.generations(redis, keys.LIVE_BUSINESSES)
     # ... or after: then the note puts it back.
-    generation = (await live_businesses.generations(redis))["b"]
+    generation = (await live_businesses.generations(redis, keys.LIVE_BUSINESSES))["b"]
     await slots.request("c", sid(2))
-    assert await live_businesses.forget_if_unchanged(redis, "b", generation)
-    await live_businesses.note(redis, "b")
-    assert "b" in await live_businesses.generations(redis)
+    assert await live_businesses.forget_if_unchanged(redis, keys.LIVE_BUSINESSES, "b", generation)
+    await live_businesses.note(redis, SHARDS, "b")
+    assert "b" in await live_businesses.generations(redis, keys.LIVE_BUSINESSES)
 
 
 async def test_the_legacy_index_is_adopted_then_emptied(ctx: WorkerContext) -> None:
@@ -136,4 +146,4 @@ async def test_the_legacy_index_is_adopted_then_emptied(ctx: WorkerContext) -> N
     await ctx.slots.request("old-busy", sid(1))
     await reconcile_all(ctx)
     assert not await redis.exists(keys.LEGACY_BUSINESSES)
-    assert set(await live_businesses.generations(redis)) == {"old-busy"}
+    assert set(await live_businesses.generations(redis, keys.LIVE_BUSINESSES)) == {"old-busy"}

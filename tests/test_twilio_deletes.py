@@ -54,14 +54,14 @@ async def test_each_recording_deleted_once(
     assert not any(simulator.has_recording(r.recording_sid) for r in recs)
     assert sorted(told) == sorted((B, r.recording_sid, r.call_sid) for r in recs)
     assert await redis.zcard(keys.TWILIO_DELETES) == 0
-    counters = await stats.snapshot(redis)
+    counters = await stats.snapshot(redis, [keys.STATS])
     assert counters[stats.twilio_delete_field("deleted")] == 3
 
     # Asked again (an erasure after DELETE_FROM_TWILIO): Twilio's 404 means done.
     await request_delete(redis, B, recs[0].recording_sid, recs[0].call_sid)
     assert await deleter.run_due() == 1
     assert simulator.deletes_not_found(recs[0].recording_sid) == 1
-    assert (await stats.snapshot(redis))[stats.twilio_delete_field("gone")] == 1
+    assert (await stats.snapshot(redis, [keys.STATS]))[stats.twilio_delete_field("gone")] == 1
 
 
 async def test_failures_are_retried_after_backoff(
@@ -83,7 +83,7 @@ async def test_failures_are_retried_after_backoff(
             break
         await asyncio.sleep(0.02)
     assert simulator.deletes(rec.recording_sid) == 1
-    assert (await stats.snapshot(redis))[stats.twilio_delete_field("retry")] == 2
+    assert (await stats.snapshot(redis, [keys.STATS]))[stats.twilio_delete_field("retry")] == 2
     assert await redis.hget(keys.TWILIO_DELETE_ATTEMPTS, member) is None
 
 

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from calls.events import Event, publish
 from consumers.context import WorkerContext
 from tests.worker_kit import (
+    SHARDS,
     B,
     add_recording,
     all_stored,
@@ -57,8 +58,8 @@ async def test_disk_full_mid_download_fails_cleanly_and_frees_the_slot(
     too_big = add_recording(sim, 1, size_bytes=4 * DISK_BYTES)
     small = add_recording(sim, 2, size_bytes=16 * 1024)
     async with running_worker(ctx):
-        await publish(redis, Event("request", B, too_big.call_sid, source="test"))
-        await publish(redis, Event("request", B, small.call_sid, source="test"))
+        await publish(redis, SHARDS, Event("request", B, too_big.call_sid, source="test"))
+        await publish(redis, SHARDS, Event("request", B, small.call_sid, source="test"))
 
         async def settled() -> bool:
             return (

@@ -16,6 +16,7 @@ from calls.events import Event, publish
 from consumers.context import WorkerContext
 from consumers.maintenance import MAX_DELIVERIES
 from tests.worker_kit import (
+    SHARDS,
     B,
     add_recording,
     all_stored,
@@ -48,8 +49,10 @@ async def test_a_request_whose_sid_is_not_a_sid_is_dead_lettered_and_later_ones_
 ) -> None:
     good = [add_recording(sim, n) for n in (1, 2)]
     async with running_worker(ctx):
-        await publish(redis, Event("request", B, "../../etc/passwd", source="test"))
-        await publish(redis, *(Event("request", B, r.call_sid, source="test") for r in good))
+        await publish(redis, SHARDS, Event("request", B, "../../etc/passwd", source="test"))
+        await publish(
+            redis, SHARDS, *(Event("request", B, r.call_sid, source="test") for r in good)
+        )
         await wait_until(lambda: all_stored(ctx, good), "the good entries stored")
         letters = await dead_letter_fields(redis)
     assert len(letters) == 1
@@ -73,7 +76,7 @@ async def test_entries_that_are_not_events_are_dead_lettered_at_once(
     async with running_worker(ctx):
         for fields in bad:
             await redis.xadd(keys.EVENTS, fields)
-        await publish(redis, Event("request", B, rec.call_sid, source="test"))
+        await publish(redis, SHARDS, Event("request", B, rec.call_sid, source="test"))
         await wait_until(lambda: all_stored(ctx, [rec]), "the good entry stored")
 
         async def all_dead_lettered() -> bool:
@@ -98,8 +101,10 @@ async def test_a_disk_error_on_one_entry_leaves_it_pending_then_dead_letters_it(
     os.symlink(root / f"{poisoned}.mp3", root / f"{poisoned}.mp3")
     later = [add_recording(sim, n) for n in (4, 5)]
     async with running_worker(ctx):
-        await publish(redis, Event("request", B, poisoned, source="test"))
-        await publish(redis, *(Event("request", B, r.call_sid, source="test") for r in later))
+        await publish(redis, SHARDS, Event("request", B, poisoned, source="test"))
+        await publish(
+            redis, SHARDS, *(Event("request", B, r.call_sid, source="test") for r in later)
+        )
         await wait_until(lambda: all_stored(ctx, later), "later entries stored")
 
         async def settled() -> bool:

@@ -11,13 +11,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from calls import keys
 from calls.events import Event
 from calls.redis_client import RedisClient
 from calls.redis_values import entries, text, texts
 from calls.registry import CallRegistry
+from calls.shards import ShardMap
 from config.settings import load_settings
 from consumers.context import WorkerContext
 from consumers.twilio_media import TwilioMedia
@@ -30,6 +29,7 @@ from tenants.routing import AccountRouter
 from twilio_sim import SimRecording, Simulator
 
 B = "biz-unit"
+SHARDS = ShardMap(1)  # the original layout: the tests read rec_events directly
 
 
 def call_sid(n: int) -> str:
@@ -62,7 +62,7 @@ class Starts:
 
 @asynccontextmanager
 async def worker_context(
-    redis: Redis,
+    redis: RedisClient,
     sim: Simulator,
     root: Path,
     *,
@@ -94,6 +94,7 @@ async def worker_context(
         router=AccountRouter(settings.twilio, AccountRegistry(redis, None)),
         permits=AccountPermits(redis, max_per_account=settings.twilio.max_concurrent_per_account),
         consumer=consumer,
+        shards=SHARDS,
         backoff_base_s=0.01,
         backoff_cap_s=0.05,
     )
@@ -136,11 +137,11 @@ async def state_of(redis: RedisClient, sid: str) -> str | None:
     return None if raw is None else text(raw)
 
 
-async def slot_members(redis: Redis) -> set[str]:
+async def slot_members(redis: RedisClient) -> set[str]:
     return set(texts(await redis.smembers(keys.slots(B))))
 
 
-async def queue_of(redis: Redis) -> list[str]:
+async def queue_of(redis: RedisClient) -> list[str]:
     return texts(await redis.lrange(keys.queue(B), 0, -1))
 
 
@@ -157,7 +158,7 @@ def part_files(ctx: WorkerContext) -> list[str]:
     return [p.name for p in ctx.settings.recordings_dir.glob("*.part")]
 
 
-async def pending_count(redis: Redis) -> int:
+async def pending_count(redis: RedisClient) -> int:
     summary = await redis.xpending(keys.EVENTS, keys.EVENTS_GROUP)
     return int(summary["pending"])
 

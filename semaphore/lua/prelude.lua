@@ -32,6 +32,21 @@ the slot set inside the script, so the caller cannot name its lease key
 (prefix .. sid) or call hash (prefix .. sid) in advance. Both carry the same hash tag,
 so they live in the same cluster slot. The operation's own SID's keys are in KEYS.
 
+Cluster safety of derived keys: while a business's slot migrates, a key already moved to
+the new node is "not local" here, and the first command that touches it fails the script
+with an error; Redis does not roll back what the script wrote before. So slot_context()
+reads (EXISTS) every derived key the operation may touch before the script's first
+write: the lease and call keys of the slot members (prune may requeue them, and
+announce_positions then names them), and of the first PROMOTE_BUDGET queued SIDs
+(promote takes at most that many). announce_positions names no other derived key: the
+SIDs it announces are ones this call put back at the head (slot members, or SIDs in
+KEYS); everyone else's place comes from the one queue_head entry. During a migration
+that check fails before anything is written (a key that does not exist locally counts
+as moved), the caller gets a transient error and retries; the script never leaves half
+its writes behind. promote stops after PROMOTE_BUDGET pops (max_slots +
+PROMOTE_DROP_BUDGET expired ones), so it never reaches a SID the check did not cover;
+the next call or reconcile tick drops the rest.
+
 Status events (KEYS[6], read by /api/events): every state change of a SID is one entry
 (sid, status, position, and for a queued SID its ticket).
 
@@ -44,6 +59,9 @@ place; nobody else's state is rewritten. The one removal from the middle (requeu
 that was also queued, a repair) leaves the places behind it one too high until the page
 asks /recording/status again, which reads the exact place (LPOS).
 ]]
+
+-- Expired queue entries promote may drop per call, beyond max_slots admissions.
+local PROMOTE_DROP_BUDGET = 10
 
 local clock = nil
 local function now_ms()
@@ -79,18 +97,43 @@ local function set_state(st, call_key, sid, state, position, reason, ticket)
   end
 end
 
--- Binds the common KEYS/ARGV layout above; the table also collects what the operation
--- did (promoted, dropped, requeued) for the result and the position announcements.
+-- Reads every derived key listed (see "Cluster safety" above); call before any write.
+local function check_local(keys)
+  if #keys > 0 then redis.call('EXISTS', unpack(keys)) end
+end
+
+-- The derived keys any slot operation may touch (see "Cluster safety" above).
+local function check_derived(c)
+  local derived = {}
+  for _, sid in ipairs(redis.call('SMEMBERS', c.slots)) do
+    derived[#derived + 1] = c.lease_prefix .. sid
+    derived[#derived + 1] = c.call_prefix .. sid
+  end
+  local window = redis.call('LRANGE', c.queue, 0, c.promote_budget - 1)
+  for _, sid in ipairs(window) do
+    derived[#derived + 1] = c.call_prefix .. sid
+    derived[#derived + 1] = c.lease_prefix .. sid
+  end
+  check_local(derived)
+end
+
+-- Binds the common KEYS/ARGV layout above and checks the derived keys are local (before
+-- the caller's first write); the table also collects what the operation did (promoted,
+-- dropped, requeued) for the result and the position announcements.
 local function slot_context()
-  return {
+  local max_slots = tonumber(ARGV[1])
+  local c = {
     slots = KEYS[1], queue = KEYS[2], queued = KEYS[3], queued_at = KEYS[4],
     fence = KEYS[5], tickets = KEYS[8],
     st = { status = KEYS[6], pending = KEYS[7], maxlen = ARGV[6] },
-    max_slots = tonumber(ARGV[1]),
+    max_slots = max_slots,
+    promote_budget = max_slots + PROMOTE_DROP_BUDGET,
     lease_prefix = ARGV[2], call_prefix = ARGV[3],
     lease_ms = tonumber(ARGV[4]), queued_ttl_ms = tonumber(ARGV[5]),
     head_moved = false, promoted = {}, dropped = {}, requeued = {},
   }
+  check_derived(c)
+  return c
 end
 
 local function call_key(c, sid)
@@ -137,9 +180,11 @@ local function prune(c)
 end
 
 local function promote(c)
-  while redis.call('SCARD', c.slots) < c.max_slots do
+  local pops = 0
+  while pops < c.promote_budget and redis.call('SCARD', c.slots) < c.max_slots do
     local sid = redis.call('LPOP', c.queue)
     if not sid then break end
+    pops = pops + 1
     c.head_moved = true
     redis.call('SREM', c.queued, sid)
     redis.call('HDEL', c.tickets, sid)

@@ -13,11 +13,20 @@ local c = slot_context()
 
 local listed = {}
 for _, s in ipairs(redis.call('LRANGE', c.queue, 0, -1)) do listed[s] = true end
+-- SIDs the dedup set has but the queue lost: their keys are derived too, so they are
+-- checked (prelude.lua, "Cluster safety") before the first write.
+local unlisted, derived = {}, {}
 for _, s in ipairs(redis.call('SMEMBERS', c.queued)) do
   if not listed[s] then
-    push_tail(c, s)
-    if not redis.call('HGET', c.queued_at, s) then redis.call('HSET', c.queued_at, s, now_ms()) end
+    unlisted[#unlisted + 1] = s
+    derived[#derived + 1] = c.call_prefix .. s
+    derived[#derived + 1] = c.lease_prefix .. s
   end
+end
+check_local(derived)
+for _, s in ipairs(unlisted) do
+  push_tail(c, s)
+  if not redis.call('HGET', c.queued_at, s) then redis.call('HSET', c.queued_at, s, now_ms()) end
 end
 for s, _ in pairs(listed) do
   if redis.call('SISMEMBER', c.queued, s) == 0 then redis.call('SADD', c.queued, s) end

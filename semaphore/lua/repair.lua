@@ -7,7 +7,7 @@ slot, or 'queued' without a queue entry, for longer than lease_ms.
 KEYS[1..8], ARGV[1..6]: the slot layout (prelude.lua)
 KEYS[9..] rec_call:{b}:<sid>     HASH   one per candidate, in the order of ARGV[7..]
 ARGV[7..] candidate SIDs from KEYS[7] that the caller found without a delayed retry
-          waiting (rec_delayed is global, so outside this script's hash slot)
+          waiting (the delayed sets are per event-stream shard, outside this slot)
 
 Returns JSON {verdict, active, queue_len, position, released, promoted, dropped, idle}:
   verdict "ok"; position the number of stuck calls requeued; released false;
