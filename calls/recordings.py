@@ -168,7 +168,7 @@ class RecordingBook:
         await self._conference_recording(
             keys=self._conference_keys(b, conference_sid, recording_sid),
             args=self._conference_args(conference_sid, recording_sid, twilio_status, meta, now_ms),
-            client=pipe,  # type: ignore[arg-type]  # ClusterPipeline: see semaphore/scripts.py
+            client=pipe,
         )
 
     @staticmethod

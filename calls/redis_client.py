@@ -151,10 +151,17 @@ def _options(purpose: Purpose) -> dict[str, Any]:
 
 
 async def is_cluster(url: str, tls: RedisTls = NO_TLS) -> bool:
-    """Does ``url`` name a node of a cluster? Asks the node (``INFO cluster``)."""
+    """Does ``url`` name a node of a cluster? Asks the node (``INFO cluster``). A refused
+    certificate is :class:`~calls.errors.RedisTlsError` (waiting will not fix it); an
+    unreachable server one of :data:`TRANSIENT`."""
     probe = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, **tls_options(url, tls))
     try:
         info = await probe.info("cluster")
+    except TRANSIENT as exc:
+        refused = tls_failure(exc)
+        if refused is not None:
+            raise RedisTlsError(_tls_advice(url, tls, refused)) from exc
+        raise
     finally:
         await probe.aclose()
     return int(info.get("cluster_enabled", 0)) == 1
@@ -162,16 +169,12 @@ async def is_cluster(url: str, tls: RedisTls = NO_TLS) -> bool:
 
 async def detect_cluster(url: str, tls: RedisTls = NO_TLS) -> bool:
     """:func:`is_cluster`, waiting with backoff while the server is unreachable: a
-    process started before its Redis (or during a restart) waits instead of exiting.
-    A refused certificate is :class:`~calls.errors.RedisTlsError` at once."""
+    process started before its Redis (or during a restart) waits instead of exiting."""
     delay_s = PROBE_FIRST_S
     while True:
         try:
             return await is_cluster(url, tls)
         except TRANSIENT as exc:
-            refused = tls_failure(exc)
-            if refused is not None:
-                raise RedisTlsError(_tls_advice(url, tls, refused)) from exc
             log.warning("redis unreachable (%s); retrying in %.1fs", exc, delay_s)
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, PROBE_MAX_S)
@@ -179,13 +182,10 @@ async def detect_cluster(url: str, tls: RedisTls = NO_TLS) -> bool:
 
 async def probe_cluster(url: str, tls: RedisTls = NO_TLS) -> bool | None:
     """:func:`is_cluster` asked once: None while the server is unreachable (a web serves
-    503s meanwhile); a refused certificate is :class:`~calls.errors.RedisTlsError`."""
+    503s meanwhile)."""
     try:
         return await is_cluster(url, tls)
     except TRANSIENT as exc:
-        refused = tls_failure(exc)
-        if refused is not None:
-            raise RedisTlsError(_tls_advice(url, tls, refused)) from exc
         log.warning("redis unreachable at start (%s): serving 503s until it answers", exc)
         return None
 

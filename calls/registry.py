@@ -187,7 +187,7 @@ class CallRegistry:
         for name, value in fields.items():
             argv += [name, value]
         await self._call_status(
-            keys=[keys.call(b, sid), keys.calls_by_time(b)], args=argv, client=pipe  # type: ignore[arg-type]
+            keys=[keys.call(b, sid), keys.calls_by_time(b)], args=argv, client=pipe
         )
 
     async def queue_recording_status(
@@ -205,7 +205,7 @@ class CallRegistry:
         await self._recording_status(
             keys=self._recording_keys(b, sid, recording_sid),
             args=self._recording_args(sid, recording_sid, twilio_status, meta, now_ms),
-            client=pipe,  # type: ignore[arg-type]  # ClusterPipeline: see semaphore/scripts.py
+            client=pipe,
         )
 
     async def recordings_unknown(
