@@ -82,6 +82,9 @@ KNOWN_ACCOUNTS = "tw_known_accounts"  # SET of account SIDs requests went to (me
 # Which business a call or recording SID belongs to: the first one that registered it.
 # One key per SID, untagged: each claim is a single-key SET NX.
 OWNER = "rec_owner:{sid}"
+# STREAM (MAXLEN 1, PEXPIRE) of one web process's status hub: an append ends its blocking
+# read so that the read includes a business that just got its first subscriber.
+SSE_WAKE = "rec_sse_wake:{process}"
 BACKFILL_JOBS = "rec_backfill_jobs"  # ZSET business -> due ms: admin backfills for workers
 KNOWN_BUSINESSES = "rec_known_businesses"  # SET of businesses with calls (retention visits)
 BACKLOG_BUSINESSES = "rec_backlog_businesses"  # SET of businesses with a non-empty backlog
@@ -227,3 +230,7 @@ def permit_keys(a: str) -> list[str]:
 def permit_prefixes(a: str) -> list[str]:
     """Prefixes of the permit scripts' derived keys (same hash tag as ``permit_keys``)."""
     return [PERMIT_PREFIX.format(a=a), WAIT_PREFIX.format(a=a), PROC_PREFIX.format(a=a)]
+
+
+def sse_wake(process: str) -> str:
+    return SSE_WAKE.format(process=process)
