@@ -23,6 +23,7 @@ dev-s3: install
 ## The test suite (what CI runs): lint, types, then pytest against real Redis and HTTP.
 test: install
 	tests/install-browser.sh
+	tests/install-redis-tls.sh
 	tests/docker-up.sh
 	@mkdir -p test-report
 	@# The images build while lint, types and the other tests run (at the lowest CPU

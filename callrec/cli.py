@@ -11,6 +11,7 @@ import asyncio
 import sys
 from datetime import date
 
+from calls.errors import RedisTlsError
 from config.settings import SettingsError, load_settings
 
 
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except SettingsError as exc:
+    except (SettingsError, RedisTlsError) as exc:
         print(f"callrec {args.command}: {exc}", file=sys.stderr)
         return 2
     return code

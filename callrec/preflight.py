@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import redis
 
+from calls.redis_client import tls_advice, tls_failure, tls_options
 from config.settings import Settings
 
 Status = Literal["ok", "warn", "FAIL"]
@@ -110,13 +111,20 @@ def _redis(settings: Settings) -> list[Check]:
     if settings.redis_url is None:
         return [Check("redis reachable", "FAIL", "REDIS_URL is unset")]
     client = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=5, socket_timeout=5, decode_responses=True
+        settings.redis_url,
+        socket_connect_timeout=5,
+        socket_timeout=5,
+        decode_responses=True,
+        **tls_options(settings.redis_url, settings.redis_tls),
     )
     where = _redacted_url(settings.redis_url)
     try:
         client.ping()
         info = client.info()
     except redis.RedisError as exc:
+        refused = tls_failure(exc)
+        if refused is not None:
+            return [Check("redis reachable", "FAIL", tls_advice(settings, refused))]
         return [Check("redis reachable", "FAIL", f"{where}: {exc}")]
     finally:
         client.close()
@@ -298,7 +306,12 @@ def _business_accounts(settings: Settings) -> Check:
     # Without Redis the "redis reachable" row has failed already; this one cannot tell.
     if settings.redis_url is None:
         return Check(name, "warn", "not checked: no Redis")
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=5,
+        socket_timeout=5,
+        **tls_options(settings.redis_url, settings.redis_tls),
+    )
     try:
         businesses = texts(client.smembers(keys.ACCOUNTS))
         key = settings.twilio.secrets_key

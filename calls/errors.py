@@ -33,6 +33,20 @@ class PayloadTooLarge(CallrecError):
     status_code = 413
 
 
+class TooManyRequests(CallrecError):
+    """A per-tenant or per-process cap is reached; the client may try again later."""
+
+    status_code = 429
+
+    def __init__(self, detail: str, retry_after_s: int = 30) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class TooManyStreams(TooManyRequests):
+    """``/api/events``: the business's, or the web process's, open streams are at their cap."""
+
+
 class Unavailable(CallrecError):
     """A dependency (Redis, object storage) cannot be reached; clients should retry."""
 
@@ -71,6 +85,12 @@ class DownloadError(CallrecError):
 
 class LeaseLost(CallrecError):
     """This worker no longer holds the slot it was downloading under (fencing)."""
+
+
+class RedisTlsError(CallrecError):
+    """The TLS handshake with Redis failed for a reason waiting will not fix (a certificate
+    the configured CA does not sign, a server that does not speak TLS): the process stops
+    at start with this one line instead of retrying forever."""
 
 
 class TwilioApiError(CallrecError):

@@ -89,6 +89,9 @@ KNOWN_ACCOUNTS = "tw_known_accounts"  # SET of account SIDs requests went to (me
 # Which business a call or recording SID belongs to: the first one that registered it.
 # One key per SID, untagged: each claim is a single-key SET NX.
 OWNER = "rec_owner:{sid}"
+# STREAM (MAXLEN 1, PEXPIRE) of one web process's status hub: an append ends its blocking
+# read so that the read includes a business that just got its first subscriber.
+SSE_WAKE = "rec_sse_wake:{process}"
 BACKFILL_JOBS = "rec_backfill_jobs"  # ZSET business -> due ms: admin backfills for workers
 KNOWN_BUSINESSES = "rec_known_businesses"  # SET of businesses with calls (retention visits)
 BACKLOG_BUSINESSES = "rec_backlog_businesses"  # SET of businesses with a non-empty backlog
@@ -243,3 +246,7 @@ def business_with_work(key: str) -> str | None:
         if key.startswith(prefix) and key.endswith(suffix) and len(key) > len(prefix + suffix):
             return key[len(prefix) : len(key) - len(suffix)]
     return None
+
+
+def sse_wake(process: str) -> str:
+    return SSE_WAKE.format(process=process)

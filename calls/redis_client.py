@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any, Literal, TypeAlias
+from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import (
@@ -31,8 +33,9 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from calls.errors import RedisTlsError
 from calls.redis_values import texts
-from config.settings import Settings
+from config.settings import RedisPool, RedisTls, Settings
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,35 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and any(r in str(exc) for r in _TRANSIENT_REPLIES)
 
 
+NO_TLS = RedisTls(ca_file=None, verify=True)
+# Handshake failures that are the server going away mid-handshake (a restart), not a
+# certificate or protocol mismatch: those stay transient.
+_SSL_GONE = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def tls_options(url: str, tls: RedisTls) -> dict[str, Any]:
+    """redis-py's TLS arguments for ``url`` (none for ``redis://``)."""
+    if not url.startswith("rediss://"):
+        return {}
+    options: dict[str, Any] = {
+        "ssl_cert_reqs": "required" if tls.verify else "none",
+        "ssl_check_hostname": tls.verify,
+    }
+    if tls.ca_file is not None:
+        options["ssl_ca_certs"] = str(tls.ca_file)
+    return options
+
+
+def tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a redis-py connection error, if it is one waiting won't fix."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) and not isinstance(seen, _SSL_GONE):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _raised_in_redis_connection(exc: BaseException) -> bool:
     """redis-py's asyncio cluster client, when a failover makes it drop a node's
     connections while another task is still setting one of them up, raises
@@ -109,7 +141,9 @@ _REDIS_CONNECTION_FILE = "redis/asyncio/connection.py"
 
 def _options(purpose: Purpose) -> dict[str, Any]:
     if purpose == "web":
-        return {"health_check_interval": 30, "socket_connect_timeout": 2, "max_connections": 512}
+        # A request's commands answer at once: a Redis that stops answering fails the
+        # request fast (503) instead of holding it (redis-py 8's default; said, not assumed).
+        return {"health_check_interval": 30, "socket_connect_timeout": 2, "socket_timeout": 5}
     if purpose == "worker":
         return {"health_check_interval": 30}
     if purpose == "reader":
@@ -117,39 +151,100 @@ def _options(purpose: Purpose) -> dict[str, Any]:
     return {}
 
 
-async def is_cluster(url: str) -> bool:
-    """Does ``url`` name a node of a cluster? Asks the node (``INFO cluster``)."""
-    probe = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+async def is_cluster(url: str, tls: RedisTls = NO_TLS) -> bool:
+    """Does ``url`` name a node of a cluster? Asks the node (``INFO cluster``). A refused
+    certificate is :class:`~calls.errors.RedisTlsError` (waiting will not fix it); an
+    unreachable server one of :data:`TRANSIENT`."""
+    probe = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, **tls_options(url, tls))
     try:
         info = await probe.info("cluster")
+    except TRANSIENT as exc:
+        refused = tls_failure(exc)
+        if refused is not None:
+            raise RedisTlsError(_tls_advice(url, tls, refused)) from exc
+        raise
     finally:
         await probe.aclose()
     return int(info.get("cluster_enabled", 0)) == 1
 
 
-async def detect_cluster(url: str) -> bool:
+async def detect_cluster(url: str, tls: RedisTls = NO_TLS) -> bool:
     """:func:`is_cluster`, waiting with backoff while the server is unreachable: a
     process started before its Redis (or during a restart) waits instead of exiting."""
     delay_s = PROBE_FIRST_S
     while True:
         try:
-            return await is_cluster(url)
+            return await is_cluster(url, tls)
         except TRANSIENT as exc:
             log.warning("redis unreachable (%s); retrying in %.1fs", exc, delay_s)
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, PROBE_MAX_S)
 
 
+async def probe_cluster(url: str, tls: RedisTls = NO_TLS) -> bool | None:
+    """:func:`is_cluster` asked once: None while the server is unreachable (a web serves
+    503s meanwhile)."""
+    try:
+        return await is_cluster(url, tls)
+    except TRANSIENT as exc:
+        log.warning("redis unreachable at start (%s): serving 503s until it answers", exc)
+        return None
+
+
+def tls_advice(settings: Settings, refused: ssl.SSLError) -> str:
+    """One line: why ``settings.redis_url``'s TLS handshake failed, and the fix."""
+    assert settings.redis_url
+    return _tls_advice(settings.redis_url, settings.redis_tls, refused)
+
+
+def _tls_advice(url: str, tls: RedisTls, refused: ssl.SSLError) -> str:
+    reason = getattr(refused, "verify_message", None) or refused.reason or str(refused)
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or 6379}"  # never the password
+    if isinstance(refused, ssl.SSLCertVerificationError):
+        signer = (
+            f"REDIS_TLS_CA_FILE {tls.ca_file} does not sign it"
+            if tls.ca_file
+            else "no CA the system trusts signs it"
+        )
+        return (
+            f"Redis TLS certificate of {where} refused ({reason}): {signer};"
+            " set REDIS_TLS_CA_FILE to its CA, or REDIS_TLS_VERIFY=false to accept it unchecked"
+        )
+    return f"Redis TLS handshake with {where} failed ({reason}): is it a TLS port?"
+
+
 def client_for(
-    url: str, *, cluster: bool, purpose: Purpose, socket_timeout_s: float | None = None
+    url: str,
+    *,
+    cluster: bool,
+    purpose: Purpose,
+    tls: RedisTls = NO_TLS,
+    pool: RedisPool | None = None,
+    socket_timeout_s: float | None = None,
 ) -> RedisClient:
-    """A client for ``url``, once it is known whether it names a cluster."""
-    options = _options(purpose)
+    """A client for ``url``, once it is known whether it names a cluster. With ``pool``,
+    at most that many connections (per node, on a cluster), and on one server a command
+    finding them all busy waits for one instead of failing at once; ``socket_timeout_s``
+    overrides the purpose's socket timeout."""
+    # Named, so that CLIENT LIST tells an operator whose connection is whose.
+    options = {**_options(purpose), **tls_options(url, tls), "client_name": f"callrec-{purpose}"}
     if socket_timeout_s is not None:
         options["socket_timeout"] = socket_timeout_s
     if cluster:
+        if pool is not None:
+            # redis-py's asyncio cluster client has no waiting pool: a full node pool
+            # raises MaxConnectionsError (a ConnectionError: 503 on the web, a retry in
+            # the worker).
+            options["max_connections"] = pool.max_connections
         return RedisCluster.from_url(url, **options)
-    return Redis.from_url(url, **options)
+    if pool is None:
+        return Redis.from_url(url, **options)
+    return Redis.from_pool(
+        BlockingConnectionPool.from_url(
+            url, max_connections=pool.max_connections, timeout=pool.wait_s, **options
+        )
+    )
 
 
 async def connect(
@@ -164,9 +259,18 @@ async def connect(
     outlast its block). ``wait``: while Redis is unreachable, wait (a worker) rather than
     raise (a one-shot command)."""
     assert settings.redis_url
-    url = settings.redis_url
-    cluster = await detect_cluster(url) if wait else await is_cluster(url)
-    return client_for(url, cluster=cluster, purpose=purpose, socket_timeout_s=socket_timeout_s)
+    url, tls = settings.redis_url, settings.redis_tls
+    cluster = await detect_cluster(url, tls) if wait else await is_cluster(url, tls)
+    return client_for(
+        url,
+        cluster=cluster,
+        purpose=purpose,
+        tls=tls,
+        # The command pools are bounded; a reader's few blocking reads are bounded by
+        # their callers (one per stream shard, one per web process's status hub).
+        pool=settings.redis_pool if purpose in ("web", "worker") else None,
+        socket_timeout_s=socket_timeout_s,
+    )
 
 
 def primary_names(redis: RedisClient) -> list[str]:

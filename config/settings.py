@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,24 @@ class S3Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisTls:
+    """How a ``rediss://`` URL's certificate is checked (unused for ``redis://``)."""
+
+    ca_file: Path | None  # None: the system's trusted CAs
+    verify: bool  # False accepts any certificate (a managed Redis's self-signed one)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisPool:
+    """The command pool of a web or worker process: at most ``max_connections`` open;
+    a command finding them all busy waits up to ``wait_s`` for one, then fails (a 503
+    on the web, a retry in the worker)."""
+
+    max_connections: int
+    wait_s: int
+
+
+@dataclass(frozen=True, slots=True)
 class SignedUrlSettings:
     """SERVE_VIA=signed: the key of the media URLs plays redirect to, and their lifetime."""
 
@@ -97,6 +116,7 @@ class LifecycleSettings:
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str | None
+    redis_tls: RedisTls
     twilio: TwilioSettings
     public_base_url: str | None
     jwt_secret: str | None
@@ -118,6 +138,9 @@ class Settings:
     log_format: Literal["text", "json"]
     worker: WorkerTuning
     sse_keepalive_s: int  # idle /api/events streams get a comment this often
+    sse_max_streams: int  # open /api/events streams on one web process
+    sse_max_streams_per_business: int  # ... of them for one business
+    redis_pool: RedisPool
     event_stream_shards: int  # work streams (calls/shards.py); 1 = the original layout
     metrics_token: str | None  # set: /metrics wants "Authorization: Bearer <it>"
     lifecycle: LifecycleSettings
@@ -185,6 +208,27 @@ class _Reader:
         return raw
 
 
+def _redis_tls(read: _Reader, redis_url: str | None) -> RedisTls:
+    ca_raw = read.text("REDIS_TLS_CA_FILE")
+    tls = RedisTls(
+        ca_file=Path(ca_raw) if ca_raw else None, verify=read.flag("REDIS_TLS_VERIFY", True)
+    )
+    if tls.ca_file is None:
+        return tls
+    if redis_url and not redis_url.startswith("rediss://"):
+        # A CA given for a plain URL means the operator expects TLS that would not happen.
+        raise SettingsError("REDIS_TLS_CA_FILE is set but REDIS_URL is not a rediss:// URL")
+    if not tls.ca_file.is_file():
+        raise SettingsError(f"REDIS_TLS_CA_FILE {tls.ca_file} does not exist")
+    try:
+        ssl.create_default_context(cafile=str(tls.ca_file))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise SettingsError(
+            f"REDIS_TLS_CA_FILE {tls.ca_file} is not a PEM CA certificate ({exc})"
+        ) from None
+    return tls
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str] = ()) -> Settings:
     """Read every variable once; ``require`` names those this process cannot run without."""
     read = _Reader(os.environ if env is None else env)
@@ -206,6 +250,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
             region=region or ("auto" if endpoint_url else "us-east-1"),
         )
     public_base = read.text("PUBLIC_BASE_URL")
+    redis_url = read.text("REDIS_URL")
     serve_via = read.choice("SERVE_VIA", "app", ("app", "x-accel", "signed"))
     signed_urls = None
     if serve_via == "signed":
@@ -217,7 +262,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
     if secrets_key is not None:
         _check_fernet_key(secrets_key)
     return Settings(
-        redis_url=read.text("REDIS_URL"),
+        redis_url=redis_url,
+        redis_tls=_redis_tls(read, redis_url),
         twilio=TwilioSettings(
             account_sid=read.text("TWILIO_ACCOUNT_SID"),
             auth_token=read.text("TWILIO_AUTH_TOKEN"),
@@ -250,6 +296,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, require: Iterable[str
             shutdown_grace_s=read.integer("SHUTDOWN_GRACE_SECONDS", 20, minimum=0),
         ),
         sse_keepalive_s=read.integer("SSE_KEEPALIVE_SECONDS", 15),
+        sse_max_streams=read.integer("SSE_MAX_STREAMS", 5000),
+        sse_max_streams_per_business=read.integer("SSE_MAX_STREAMS_PER_BUSINESS", 200),
+        redis_pool=RedisPool(
+            max_connections=read.integer("REDIS_MAX_CONNECTIONS", 50),
+            wait_s=read.integer("REDIS_POOL_WAIT_SECONDS", 2, minimum=0),
+        ),
         event_stream_shards=read.integer("EVENT_STREAM_SHARDS", 1),
         metrics_token=read.text("METRICS_TOKEN"),
         lifecycle=_lifecycle(read),

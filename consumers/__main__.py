@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 
+from calls.errors import RedisTlsError
 from config.logging import configure_logging
 from config.settings import WORKER_REQUIRED, Settings, SettingsError, load_settings
 from consumers.runtime import build_worker
@@ -18,7 +19,8 @@ log = logging.getLogger("consumers")
 
 # Exit codes, for process managers and operators reading "exited with status N".
 EXIT_DRAINED = 0  # stopped (SIGTERM/SIGINT): every running download finished in the grace
-EXIT_CONFIG = 2  # a required variable is missing or malformed; nothing was started
+EXIT_CONFIG = 2  # a variable is missing or malformed, or Redis's TLS certificate refused;
+# nothing was started
 EXIT_HANDED_BACK = 75  # stopped, and downloads still running after the grace period were
 # handed back to the head of their queues for other workers (EX_TEMPFAIL: nothing lost)
 
@@ -52,7 +54,11 @@ def main() -> int:
         print(f"callrec worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.log_format)
-    return asyncio.run(_main(settings))
+    try:
+        return asyncio.run(_main(settings))
+    except RedisTlsError as exc:
+        print(f"callrec worker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":

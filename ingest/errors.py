@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler
 
-from calls.errors import CallrecError, Unavailable
+from calls.errors import CallrecError, TooManyRequests, Unavailable
 from calls.redis_client import is_transient
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,9 @@ def _answer(status: int, detail: str, headers: dict[str, str] | None = None) -> 
 
 async def callrec_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CallrecError)
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+    headers = None
+    if isinstance(exc, (Unavailable, TooManyRequests)):
+        headers = {"Retry-After": str(exc.retry_after_s)}
     return _answer(exc.status_code, exc.detail, headers)
 
 

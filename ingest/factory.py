@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from calls import shards
-from calls.redis_client import TRANSIENT, RedisClient, client_for, detect_cluster, is_cluster
+from calls.redis_client import TRANSIENT, RedisClient, client_for, detect_cluster, probe_cluster
 from calls.registry import CallRegistry
 from config.settings import Settings
 from ingest import (
@@ -31,15 +31,12 @@ from ingest.errors import HANDLERS
 from ingest.shutdown import Stopping
 from ingest.signed_media import SignedMediaFront
 from ingest.state import AppState
+from ingest.status_hub import StatusHub
 from storage.factory import open_store
 from tenants.accounts import AccountRegistry
 from tenants.secrets import secret_box
 from tenants.subaccounts import SubaccountDirectory
 from tenants.webhook_auth import WebhookAccounts
-
-# A request's commands answer at once: a Redis that stops answering fails the request
-# fast (503) instead of holding it. (redis-py 8's default too; said here, not assumed.)
-REQUEST_SOCKET_TIMEOUT_S = 5
 
 log = logging.getLogger(__name__)
 
@@ -112,51 +109,47 @@ ROUTES = [
 ]
 
 
-def _clients(settings: Settings, *, cluster: bool) -> tuple[RedisClient, RedisClient]:
-    """The request client and the blocking-read client (its socket timeout outlasts
-    REQUEST_SOCKET_TIMEOUT_S and every SSE block)."""
-    assert settings.redis_url
-    redis = client_for(
-        settings.redis_url,
-        cluster=cluster,
-        purpose="web",
-        socket_timeout_s=REQUEST_SOCKET_TIMEOUT_S,
-    )
-    blocking_redis = client_for(
-        settings.redis_url,
-        cluster=cluster,
-        purpose="web",
-        socket_timeout_s=status_events.read_socket_timeout_s(settings.sse_keepalive_s),
-    )
-    return redis, blocking_redis
+@dataclass(frozen=True, slots=True)
+class _Clients:
+    redis: RedisClient  # request commands (the bounded pool, a 5 s socket timeout)
+    reader: RedisClient  # the hub's reads: a socket timeout that outlasts its block
+    hub: StatusHub
 
-
-async def _settle(
-    app: Starlette, settings: Settings, subaccounts: SubaccountDirectory | None
-) -> None:
-    """Redis was unreachable at start: the web serves meanwhile (503s, /readyz not ready)
-    on single-server clients. Once Redis answers, register this process's shards and,
-    if the URL names a cluster node, switch to cluster clients."""
-    assert settings.redis_url
-    cluster = await detect_cluster(settings.redis_url)
-    state: AppState = app.state.callrec
-    if cluster:
-        redis, blocking_redis = _clients(settings, cluster=True)
-        accounts = AccountRegistry(redis, secret_box(settings))
-        app.state.callrec = replace(
-            state,
-            redis=redis,
-            blocking_redis=blocking_redis,
-            registry=CallRegistry(redis),
-            accounts=accounts,
-            webhook_accounts=WebhookAccounts(settings.twilio, accounts, subaccounts),
+    @staticmethod
+    def open(settings: Settings, *, cluster: bool) -> _Clients:
+        assert settings.redis_url
+        url, tls = settings.redis_url, settings.redis_tls
+        redis = client_for(url, cluster=cluster, purpose="web", tls=tls, pool=settings.redis_pool)
+        reader = client_for(url, cluster=cluster, purpose="reader", tls=tls)
+        hub = StatusHub(
+            redis,
+            reader,
+            cluster=cluster,
+            max_per_business=settings.sse_max_streams_per_business,
+            max_total=settings.sse_max_streams,
         )
-        log.info("redis: a cluster; cluster clients from now on")
-    await register_until_done(app.state.callrec)
-    if cluster:
-        # Requests still running on the old clients fail over to 503 like an outage.
-        await state.blocking_redis.aclose()
-        await state.redis.aclose()
+        hub.start()
+        return _Clients(redis, reader, hub)
+
+    async def close(self) -> None:
+        await self.hub.stop()
+        await self.reader.aclose()
+        await self.redis.aclose()
+
+
+def _on_clients(
+    state: AppState, clients: _Clients, subaccounts: SubaccountDirectory | None
+) -> AppState:
+    """``state`` with everything that holds a Redis client built on ``clients``."""
+    accounts = AccountRegistry(clients.redis, secret_box(state.settings))
+    return replace(
+        state,
+        redis=clients.redis,
+        hub=clients.hub,
+        registry=CallRegistry(clients.redis),
+        accounts=accounts,
+        webhook_accounts=WebhookAccounts(state.settings.twilio, accounts, subaccounts),
+    )
 
 
 async def register_until_done(state: AppState) -> None:
@@ -172,41 +165,63 @@ async def register_until_done(state: AppState) -> None:
             delay_s = min(delay_s * 2, 5.0)
 
 
+async def _settle(
+    app: Starlette,
+    first: _Clients,
+    subaccounts: SubaccountDirectory | None,
+    *,
+    known: bool,
+    opened: list[_Clients],
+) -> None:
+    """Register this process's event stream shards once Redis answers. ``known``: whether
+    the start already found out if Redis is a cluster. If not, it was unreachable at start:
+    the web serves meanwhile (503s, /readyz not ready) on single-server clients and, if the
+    URL names a cluster node, switches to cluster clients (and a hub that polls), noted
+    in ``opened`` for the lifespan to close."""
+    state: AppState = app.state.callrec
+    settings = state.settings
+    assert settings.redis_url
+    if not known and await detect_cluster(settings.redis_url, settings.redis_tls):
+        clients = _Clients.open(settings, cluster=True)
+        opened.append(clients)
+        app.state.callrec = _on_clients(state, clients, subaccounts)
+        log.info("redis: a cluster; cluster clients from now on")
+        # Requests and streams still on the old clients fail over like an outage (a 503;
+        # an EventSource reconnects).
+        await first.close()
+    await register_until_done(app.state.callrec)
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         assert settings.redis_url
-        try:
-            cluster: bool | None = await is_cluster(settings.redis_url)
-        except TRANSIENT as exc:
-            log.warning("redis unreachable at start (%s): serving 503s until it answers", exc)
-            cluster = None
-        redis, blocking_redis = _clients(settings, cluster=bool(cluster))
+        cluster = await probe_cluster(settings.redis_url, settings.redis_tls)
+        clients = _Clients.open(settings, cluster=bool(cluster))
         store = open_store(settings)
         twilio = settings.twilio
         stopping = Stopping()
         stopping.install()
-        accounts = AccountRegistry(redis, secret_box(settings))
         subaccounts = None
         if twilio.subaccounts == "auto" and twilio.account_sid and twilio.auth_token:
             subaccounts = SubaccountDirectory(
                 api_base=twilio.api_base, main_sid=twilio.account_sid, main_token=twilio.auth_token
             )
+        accounts = AccountRegistry(clients.redis, secret_box(settings))
         app.state.callrec = AppState(
             settings=settings,
-            redis=redis,
-            blocking_redis=blocking_redis,
-            registry=CallRegistry(redis),
+            redis=clients.redis,
+            hub=clients.hub,
+            registry=CallRegistry(clients.redis),
             shards=shards.ShardMap(settings.event_stream_shards),
             store=store,
             accounts=accounts,
             webhook_accounts=WebhookAccounts(twilio, accounts, subaccounts),
             stopping=stopping,
         )
+        opened = [clients]
         settling = asyncio.create_task(
-            _settle(app, settings, subaccounts)
-            if cluster is None
-            else register_until_done(app.state.callrec)
+            _settle(app, clients, subaccounts, known=cluster is not None, opened=opened)
         )
         try:
             yield
@@ -214,12 +229,11 @@ def create_app(settings: Settings) -> Starlette:
             settling.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await settling
-            state: AppState = app.state.callrec
             if subaccounts is not None:
                 await subaccounts.aclose()
             await store.close()
-            await state.blocking_redis.aclose()
-            await state.redis.aclose()
+            for each in opened:  # closing twice is harmless
+                await each.close()
 
     middleware = []
     if settings.signed_urls is not None:

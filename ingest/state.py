@@ -11,6 +11,7 @@ from calls.registry import CallRegistry
 from calls.shards import ShardMap
 from config.settings import Settings
 from ingest.shutdown import Stopping
+from ingest.status_hub import StatusHub
 from storage import RecordingStore
 from tenants.accounts import AccountRegistry
 from tenants.webhook_auth import WebhookAccounts
@@ -20,8 +21,7 @@ from tenants.webhook_auth import WebhookAccounts
 class AppState:
     settings: Settings
     redis: RedisClient
-    # Blocking reads (``XREAD BLOCK``) only: a socket timeout longer than the block.
-    blocking_redis: RedisClient
+    hub: StatusHub  # the one reader behind every open /api/events stream
     registry: CallRegistry
     shards: ShardMap  # where each business's events and counters go
     store: RecordingStore
