@@ -37,7 +37,7 @@ SCAN_COUNT = 1000
 
 @dataclass
 class SweepTick:
-    """What one tick did (for tests and the operator's log)."""
+    """What one tick did (the tests check it; re-noted businesses are logged)."""
 
     primaries: int = 0  # primaries walked (one failing over is skipped)
     keys_found: int = 0
