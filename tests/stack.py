@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from callrec.embedded_redis import free_port
 from callrec.processes import stop_processes
 from callrec.procfile import web_command, worker_command
 from ingest.auth import issue_token
+from tests import readiness
+from tests.clients import sync_redis
 from twilio_sim import Simulator
 
 JWT_SECRET = "test-secret-" + "x" * 32
@@ -94,7 +95,8 @@ class Stack:
             env_overrides=dict(env_overrides),
         )
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
+        """``args`` as a process of this stack, its output in ``<tmp>/<name>.log``."""
         log_path = self.tmp / f"{name}.log"
         out = log_path.open("wb")
         popen = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -107,31 +109,35 @@ class Stack:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = self.env(**{"PUBLIC_BASE_URL": url, **extra})  # extra may override it
-        proc = self._spawn(
+        proc = self.spawn(
             f"web{len(self.web_urls)}",
             # "info" shows uvicorn's access log, as the Procfile's web does.
             web_command(port, log_level=log_level),
             env,
         )
 
-        def healthy() -> bool:
-            if not proc.alive():
-                raise AssertionError(f"web exited:\n{proc.log()}")
-            try:
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
+        healthy = readiness.answers(f"{url}/healthz", what="web", alive=proc.alive, logs=proc.log)
         wait_for(healthy, "web to answer /healthz")
         self.web_urls.append(url)
         return url
 
     def start_worker(self, *, wait: bool = True, **extra: str) -> Proc:
         n = sum(1 for p in self.procs if p.name.startswith("worker"))
-        proc = self._spawn(f"worker{n}", worker_command(), self.env(**extra))
+        proc = self.spawn(f"worker{n}", worker_command(), self.env(**extra))
         if wait:
-            wait_for(lambda: "reading rec_events" in proc.log() or not proc.alive(), "worker")
-            assert proc.alive(), proc.log()
+            client = sync_redis(self.redis_url)
+            try:
+                reading = readiness.joined(
+                    client,
+                    what=proc.name,
+                    alive=proc.alive,
+                    logs=proc.log,
+                    # consumers/__main__.py's consumer_name(): hostname-pid-random
+                    prefix=f"{socket.gethostname()}-{proc.popen.pid}-",
+                )
+                wait_for(reading, f"{proc.name} to read every event stream")
+            finally:
+                client.close()
         return proc
 
     def workers(self) -> list[Proc]:
