@@ -1,9 +1,10 @@
-"""When a process or container a test started is ready, from states it creates (an HTTP
-answer, its consumer in the workers' group on Redis), never from its log text.
+"""When a process or container a test started is ready, and when the workers have
+handled what was published, from states they create (an HTTP answer, consumers and
+acknowledgements in the workers' group on Redis), never from their log text.
 
-Each function returns a predicate for ``tests.stack.wait_for``; the predicate raises with
-the process's output once the process has exited, so a start that failed says why instead
-of timing out.
+The functions taking a process return a predicate for ``tests.stack.wait_for`` that
+raises with the process's output once the process has exited, so a start that failed
+says why instead of timing out.
 """
 
 from __future__ import annotations
@@ -73,3 +74,19 @@ def joined(
         return bool(news) and all(news) and len(set.intersection(*news)) >= 1
 
     return check
+
+
+def events_handled(client: SyncClient) -> bool:
+    """Every entry of every registered event stream has been read by a worker and
+    acknowledged (a handler acknowledges once it is done with the entry)."""
+    for stream in texts(client.smembers(keys.EVENT_STREAMS)):
+        try:
+            [group] = [
+                g for g in client.xinfo_groups(stream) if text(g["name"]) == keys.EVENTS_GROUP
+            ]
+            last_id = text(client.xinfo_stream(stream)["last-generated-id"])
+        except (redis.ResponseError, ValueError):  # no stream or group yet
+            return False
+        if text(group["last-delivered-id"]) != last_id or int(group["pending"]) != 0:
+            return False
+    return True

@@ -46,6 +46,12 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    @property
+    def consumer(self) -> str:
+        """A worker's consumer name in the group, up to its random part:
+        consumers/__main__.py's ``hostname-pid``."""
+        return f"{socket.gethostname()}-{self.popen.pid}"
+
 
 @dataclass
 class Stack:
@@ -132,8 +138,7 @@ class Stack:
                     what=proc.name,
                     alive=proc.alive,
                     logs=proc.log,
-                    # consumers/__main__.py's consumer_name(): hostname-pid-random
-                    prefix=f"{socket.gethostname()}-{proc.popen.pid}-",
+                    prefix=f"{proc.consumer}-",
                 )
                 wait_for(reading, f"{proc.name} to read every event stream")
             finally:
@@ -145,6 +150,11 @@ class Stack:
 
     def worker_logs(self) -> str:
         return "".join(p.log() for p in self.workers())
+
+    def stop_workers(self) -> list[int]:
+        """SIGTERM every worker and wait for them to exit (their downloads finished or
+        handed back): after that their logs are complete. Returns the exit codes."""
+        return stop_processes([proc.popen for proc in self.workers()], grace_s=30)
 
     def stop(self) -> None:
         stop_processes([proc.popen for proc in self.procs], grace_s=15)
