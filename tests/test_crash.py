@@ -189,7 +189,6 @@ def test_request_queued_too_long_is_dropped_and_reported(stack: Stack, sim: Simu
     play(web, "ttl", stale.call_sid)
     wait_for(lambda: status_of(web, "ttl", slow.call_sid) == "ready", "slow download")
     wait_for(lambda: status_of(web, "ttl", stale.call_sid) == "failed", "stale request dropped")
-    assert f"RECORDING_EXPIRED business_id=ttl sid={stale.call_sid}" in worker.log()
     assert sim.media_requests(stale.recording_sid) == 0
     r = sync_redis(stack.redis_url)
     assert r.llen(keys.queue("ttl")) == 0 and r.scard(keys.queued("ttl")) == 0
@@ -207,6 +206,9 @@ def test_request_queued_too_long_is_dropped_and_reported(stack: Stack, sim: Simu
                 if seen[-1] == "failed":
                     break
     assert seen[-2:] == ["queued", "failed"], seen
+    # Logged once the script that dropped it has returned: complete once the worker exits.
+    assert stack.stop_workers() == [EXIT_DRAINED]
+    assert f"RECORDING_EXPIRED business_id=ttl sid={stale.call_sid}" in worker.log()
 
 
 def test_paused_worker_past_its_lease_neither_publishes_nor_releases(
