@@ -17,6 +17,7 @@ from pathlib import Path
 from callrec.embedded_redis import free_port
 from callrec.processes import stop_processes
 from callrec.procfile import web_command, worker_command
+from config.settings import load_settings
 from ingest.auth import issue_token
 from tests import readiness
 from tests.clients import sync_redis
@@ -129,9 +130,10 @@ class Stack:
 
     def start_worker(self, *, wait: bool = True, **extra: str) -> Proc:
         n = sum(1 for p in self.procs if p.name.startswith("worker"))
-        proc = self.spawn(f"worker{n}", worker_command(), self.env(**extra))
+        env = self.env(**extra)
+        proc = self.spawn(f"worker{n}", worker_command(), env)
         if wait:
-            client = sync_redis(self.redis_url)
+            client = sync_redis(self.redis_url, load_settings(env).redis_tls)
             try:
                 reading = readiness.joined(
                     client,
