@@ -137,15 +137,16 @@ async def _events(
             if time.time() >= expires_at:
                 # The token is no longer good: the client must come back with a new one.
                 return
+            wait_s = _wait_s(keepalive_s, expires_at)
             get = asyncio.ensure_future(sub.queue.get())
-            await asyncio.wait(
-                {get, stop},
-                timeout=_wait_s(keepalive_s, expires_at),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await asyncio.wait({get, stop}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             if not get.done():
                 get.cancel()
-                if not stop.done() and time.time() < expires_at:
+                if wait_s < keepalive_s:
+                    # The wait was cut short by the token's expiry (the loop's timer may
+                    # fire a hair before the wall clock reaches it): end, no keep-alive.
+                    return
+                if not stop.done():
                     yield b": keep-alive\n\n"
                 continue
             entry = get.result()
