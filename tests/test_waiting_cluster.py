@@ -4,6 +4,8 @@ single-server client's BlockingConnectionPool does) instead of failing at once."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -31,12 +33,19 @@ async def test_without_the_gate_a_full_node_pool_fails_at_once(cluster_url: str)
         await plain.aclose()
 
 
-async def test_a_burst_four_times_the_pool_waits_and_is_served(cluster_url: str) -> None:
-    client = client_for(
-        cluster_url, cluster=True, purpose="web", pool=RedisPool(max_connections=3, wait_s=10)
-    )
+@contextlib.asynccontextmanager
+async def _web_client(url: str, pool: RedisPool) -> AsyncIterator[RedisCluster]:
+    """The cluster client a web process opens, with ``pool``."""
+    client = client_for(url, cluster=True, purpose="web", pool=pool)
     assert isinstance(client, RedisCluster)
     try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_a_burst_four_times_the_pool_waits_and_is_served(cluster_url: str) -> None:
+    async with _web_client(cluster_url, RedisPool(max_connections=3, wait_s=10)) as client:
         # Served, where redis-py's pool alone raises (above): no node's pool went past
         # its 3 connections, the burst waited for them instead.
         assert await _blocking_pops(client, BURST) == [None] * BURST
@@ -49,16 +58,10 @@ async def test_a_burst_four_times_the_pool_waits_and_is_served(cluster_url: str)
 
         # Pipelines take their turn too (each holds one connection per node it reaches).
         assert await asyncio.gather(*(piped() for _ in range(BURST))) == [[None, 0]] * BURST
-    finally:
-        await client.aclose()
 
 
 async def test_a_burst_that_waits_too_long_fails_as_transient(cluster_url: str) -> None:
-    client = client_for(
-        cluster_url, cluster=True, purpose="web", pool=RedisPool(max_connections=2, wait_s=0)
-    )
-    assert isinstance(client, RedisCluster)
-    try:
+    async with _web_client(cluster_url, RedisPool(max_connections=2, wait_s=0)) as client:
         pops = (client.blpop([KEY], timeout=BLOCK_S) for _ in range(BURST))
         outcomes = await asyncio.gather(*pops, return_exceptions=True)
         # Two got a turn and were served; every other one failed at once, as transient
@@ -70,5 +73,3 @@ async def test_a_burst_that_waits_too_long_fails_as_transient(cluster_url: str) 
         assert "no free Redis connection within 0s" in str(refused[0])
         # The turns were given back: the client still serves.
         assert await client.rpush(KEY, "y") == 1
-    finally:
-        await client.aclose()
