@@ -105,7 +105,8 @@ class AccountPermits:
         self._waiting: dict[str, _Waiters] = {}
         self._indexed: set[str] = set()
 
-    async def _run(self, op: str, a: str, *extra: str) -> dict[str, Any]:
+    async def _run(self, op: str, a: str, own: list[str], *extra: str) -> dict[str, Any]:
+        """Run ``op`` on account ``a``; ``own``: the op's KEYS[4..] (its header)."""
         argv = [
             *keys.permit_prefixes(a),
             str(self.max_per_account),
@@ -113,7 +114,7 @@ class AccountPermits:
             str(self.proc_ttl_ms),
             *extra,
         ]
-        raw = await self._scripts[op](keys=keys.permit_keys(a), args=argv)
+        raw = await self._scripts[op](keys=[*keys.permit_keys(a), *own], args=argv)
         result: dict[str, Any] = json.loads(raw)
         self._wake(a, _ids(result.get("others")))
         return result
@@ -154,8 +155,13 @@ class AccountPermits:
         others_waiting = "1" if waiters.futures else "0"
         waiters.futures[permit_id] = future
         try:
+            own = [
+                *keys.permit_proc_keys(a, self.proc),
+                keys.permit_wait(a, b),
+                keys.permit_lease(a, permit_id),
+            ]
             result = await self._run(
-                "acquire", a, permit_id, b, "1" if front else "0", others_waiting
+                "acquire", a, own, permit_id, b, "1" if front else "0", others_waiting
             )
             if result.get("granted"):
                 waiters.futures.pop(permit_id, None)
@@ -171,7 +177,8 @@ class AccountPermits:
             waiters.businesses.pop(permit_id, None)
             # Leave the line; a permit granted meanwhile goes back at once.
             with contextlib.suppress(RedisError):
-                await asyncio.shield(self._run("cancel", a, permit_id, b))
+                own = [keys.permit_wait(a, b), keys.permit_lease(a, permit_id)]
+                await asyncio.shield(self._run("cancel", a, own, permit_id, b))
             raise
 
     async def _poll(self, a: str, waiters: _Waiters) -> None:
@@ -180,7 +187,7 @@ class AccountPermits:
             if not waiters.futures:
                 break
             try:
-                result = await self._run("poll", a, self.proc)
+                result = await self._run("poll", a, keys.permit_proc_keys(a, self.proc), self.proc)
                 self._wake(a, _ids(result.get("granted")))
                 if result.get("lapsed"):
                     await self._requeue(a, waiters)
@@ -192,7 +199,10 @@ class AccountPermits:
         pairs = [(i, b) for i, b in waiters.businesses.items() if i in waiters.futures]
         if not pairs:
             return
-        result = await self._run("requeue", a, self.proc, *(x for p in pairs for x in p))
+        own = keys.permit_proc_keys(a, self.proc)
+        for permit_id, b in pairs:
+            own += [keys.permit_lease(a, permit_id), keys.permit_wait(a, b)]
+        result = await self._run("requeue", a, own, self.proc, *(x for p in pairs for x in p))
         if result.get("requeued"):
             log.warning(
                 "permit waiters put back in line account=%s n=%s (this process stalled)",
@@ -201,7 +211,7 @@ class AccountPermits:
             )
 
     async def _renew(self, a: str, permit_id: str) -> None:
-        key = keys.PERMIT_PREFIX.format(a=a) + permit_id
+        key = keys.permit_lease(a, permit_id)
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
@@ -215,6 +225,7 @@ class AccountPermits:
             await self._run(
                 "release",
                 permit.account_sid,
+                [keys.permit_lease(permit.account_sid, permit.id)],
                 permit.id,
                 permit.outcome,
                 concurrent,
