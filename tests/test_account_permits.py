@@ -209,3 +209,33 @@ async def test_a_stalled_process_gets_its_dropped_waiters_back_in_line(redis: Re
     slow._waiting[A].poller = asyncio.create_task(slow._poll(A, slow._waiting[A]))
     async with asyncio.timeout(10):
         assert (await waiting).startswith("slow|")
+
+
+@on_server_and_cluster
+async def test_a_long_line_of_dead_waiters_is_dropped_a_budget_at_a_time(
+    redis: RedisClient,
+) -> None:
+    """A call drops a bounded number of dead waiters (the keys it read before writing:
+    permits_prelude.lua, "Cluster safety"); the polls that follow drop the rest and reach
+    the live waiter behind them."""
+    p = permits(redis, limit=1, proc="p1")
+    first = await p._acquire(A, "b1", False)
+    dead = permits(redis, limit=1, proc="dead", proc_ttl_ms=200)
+    for n in range(1, 41):
+        own = [
+            *keys.permit_proc_keys(A, "dead"),
+            keys.permit_wait(A, "ghost"),
+            keys.permit_lease(A, f"dead|{n}"),
+        ]
+        await dead._run("acquire", A, own, f"dead|{n}", "ghost", "0")
+    other = permits(redis, limit=1, proc="p2")
+    waiting = asyncio.create_task(other._acquire(A, "b2", False))
+    while await redis.llen(keys.permit_wait(A, "b2")) < 1:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    while await redis.exists(keys.permit_proc_keys(A, "dead")[0]):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    await p._release(Permit(first, A, "ok"))
+    # One release could not drop all 40: some are still in line after it.
+    assert 0 < await redis.llen(keys.permit_wait(A, "ghost")) < 40
+    async with asyncio.timeout(10):
+        assert (await waiting).startswith("p2|")

@@ -84,41 +84,6 @@ local function proc_of(id)
   return string.match(id, '^(.-)|')
 end
 
--- Reads every key this op may touch (see "Cluster safety"); call before any write.
--- own: the op's KEYS[4..]; frees: permits the op may free itself (its own, and one more
--- from an AIMD increase); pushes: business -> waiters the op may put in its line first.
-local function check_derived(own, frees, pushes)
-  local derived = {}
-  for _, key in ipairs(own) do derived[#derived + 1] = key end
-  local live = 0
-  for _, id in ipairs(redis.call('SMEMBERS', permits)) do
-    if redis.call('EXISTS', permit_prefix .. id) == 1 then live = live + 1 end
-  end
-  local lim = tonumber(redis.call('HGET', rate, 'limit')) or max_limit
-  local grants = math.max(0, math.min(lim, max_limit) - live) + frees
-  fill_budget = grants > 0 and grants + FILL_DROP_BUDGET or 0
-  if fill_budget > 0 then
-    local windows = {}
-    for b, n in pairs(pushes) do windows[b] = n end
-    for _, b in ipairs(redis.call('LRANGE', ring, 0, fill_budget - 1)) do
-      windows[b] = windows[b] or 0
-    end
-    for b, n in pairs(windows) do
-      for _, id in ipairs(redis.call('LRANGE', wait_prefix .. b, 0, fill_budget + n - 1)) do
-        derived[#derived + 1] = permit_prefix .. id
-        local proc = proc_of(id)
-        if proc then
-          derived[#derived + 1] = proc_prefix .. proc
-          derived[#derived + 1] = proc_prefix .. proc .. ':granted'
-        end
-      end
-    end
-  end
-  for i = 1, #derived, CHECK_BATCH do
-    redis.call('EXISTS', unpack(derived, i, math.min(i + CHECK_BATCH - 1, #derived)))
-  end
-end
-
 -- Members whose lease lapsed (their worker died or stalled) no longer count.
 local function prune()
   for _, id in ipairs(redis.call('SMEMBERS', permits)) do
@@ -148,6 +113,40 @@ local function tell(id)
   local inbox = proc_prefix .. proc_of(id) .. ':granted'
   redis.call('RPUSH', inbox, id)
   redis.call('PEXPIRE', inbox, 60000)
+end
+
+-- Reads every key this op may touch (see "Cluster safety"); call before any write.
+-- own: the op's KEYS[4..]; frees: permits the op may free itself (its own, and one more
+-- from an AIMD increase); pushes: business -> waiters the op may put in its line first.
+local function check_derived(own, frees, pushes)
+  local derived = {}
+  for _, key in ipairs(own) do derived[#derived + 1] = key end
+  local live = 0
+  for _, id in ipairs(redis.call('SMEMBERS', permits)) do
+    if redis.call('EXISTS', permit_prefix .. id) == 1 then live = live + 1 end
+  end
+  local grants = math.max(0, limit() - live) + frees
+  fill_budget = grants > 0 and grants + FILL_DROP_BUDGET or 0
+  if fill_budget > 0 then
+    local windows = {}
+    for b, n in pairs(pushes) do windows[b] = n end
+    for _, b in ipairs(redis.call('LRANGE', ring, 0, fill_budget - 1)) do
+      windows[b] = windows[b] or 0
+    end
+    for b, n in pairs(windows) do
+      for _, id in ipairs(redis.call('LRANGE', wait_prefix .. b, 0, fill_budget + n - 1)) do
+        derived[#derived + 1] = permit_prefix .. id
+        local proc = proc_of(id)
+        if proc then
+          derived[#derived + 1] = proc_prefix .. proc
+          derived[#derived + 1] = proc_prefix .. proc .. ':granted'
+        end
+      end
+    end
+  end
+  for i = 1, #derived, CHECK_BATCH do
+    redis.call('EXISTS', unpack(derived, i, math.min(i + CHECK_BATCH - 1, #derived)))
+  end
 end
 
 -- Hand free permits out round robin: each turn takes the business at the ring's head,
