@@ -23,13 +23,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from calls import keys
 from calls.redis_client import RedisClient
 from semaphore.scripts import Script, lua_text
 
 log = logging.getLogger(__name__)
+
+# What a permit call may raise when Redis or the cluster's layout is changing: a
+# failover's "no node serves the slot" is not a RedisError, and must not end a poller
+# (its waiters would wait forever) nor a release (the lease lapses instead).
+_REDIS_FAILED = (RedisError, RedisClusterException)
 
 Outcome = Literal["ok", "throttled", "error"]
 LEASE_MS = 15_000  # a dead holder blocks one permit of its account at most this long
@@ -176,7 +181,7 @@ class AccountPermits:
             waiters.futures.pop(permit_id, None)
             waiters.businesses.pop(permit_id, None)
             # Leave the line; a permit granted meanwhile goes back at once.
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(*_REDIS_FAILED):
                 own = [keys.permit_wait(a, b), keys.permit_lease(a, permit_id)]
                 await asyncio.shield(self._run("cancel", a, own, permit_id, b))
             raise
@@ -191,7 +196,7 @@ class AccountPermits:
                 self._wake(a, _ids(result.get("granted")))
                 if result.get("lapsed"):
                     await self._requeue(a, waiters)
-            except RedisError as exc:
+            except _REDIS_FAILED as exc:
                 log.warning("permit poll failed account=%s: %s", a, exc)
                 await asyncio.sleep(min(1.0, self.proc_ttl_ms / 4000))
 
@@ -216,7 +221,7 @@ class AccountPermits:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
                 await self._redis.pexpire(key, self.lease_ms)
-            except RedisError as exc:
+            except _REDIS_FAILED as exc:
                 log.warning("permit renewal failed account=%s: %s", a, exc)
 
     async def _release(self, permit: Permit) -> None:
@@ -231,7 +236,7 @@ class AccountPermits:
                 concurrent,
                 str(self.cooldown_ms),
             )
-        except RedisError as exc:
+        except _REDIS_FAILED as exc:
             # Its lease lapses instead; the permit comes back within lease_ms.
             log.warning("permit release failed account=%s: %s", permit.account_sid, exc)
 
