@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.pipeline import call_sid, cpu_s, stored_count, wait_stored
+from bench.pipeline import call_sid, cpu_s, register_completed, stored_count, wait_stored
 from bench.run import RESULTS_DIR, machine, table
 from callrec.embedded_cluster import EmbeddedCluster
 from calls.events import Event, publish
@@ -50,29 +50,12 @@ async def _register(url: str, recs: list[SimRecording]) -> None:
     client = client_for(url, cluster=True, purpose="operator")
     registry = CallRegistry(client)
 
-    async def one(rec: SimRecording) -> None:
-        await registry.apply_call_status(
-            rec.business_id,
-            rec.call_sid,
-            sequence=1,
-            started_at_ms=1_700_000_000_000,
-            fields={"status": "completed", "from": "+15550000001", "to": "+15550000002"},
-        )
-        await registry.apply_recording_status(
-            rec.business_id,
-            rec.call_sid,
-            recording_sid=rec.recording_sid,
-            twilio_status="completed",
-            duration="30",
-            now_ms=1_700_000_000_000,
-        )
-
     async def retried(rec: SimRecording) -> None:
         # Setting the registry up is not what is measured: on a loaded machine redis-py's
         # cluster client can fail a burst of fresh connections; try again.
         for attempt in range(5):
             try:
-                await one(rec)
+                await register_completed(registry, rec)
                 return
             except Exception:
                 if attempt == 4:

@@ -53,29 +53,32 @@ def recordings(n: int, businesses: int, offset: int = 0) -> list[SimRecording]:
     ]
 
 
+async def register_completed(registry: CallRegistry, rec: SimRecording) -> None:
+    """``rec``'s call, completed with its recording, as its signed webhooks would have
+    registered it."""
+    await registry.apply_call_status(
+        rec.business_id,
+        rec.call_sid,
+        sequence=1,
+        started_at_ms=1_700_000_000_000,
+        fields={"status": "completed", "from": "+15550000001", "to": "+15550000002"},
+    )
+    await registry.apply_recording_status(
+        rec.business_id,
+        rec.call_sid,
+        recording_sid=rec.recording_sid,
+        twilio_status="completed",
+        duration="30",
+        now_ms=1_700_000_000_000,
+    )
+
+
 async def _register_async(redis_url: str, recs: list[SimRecording]) -> None:
     client = aioredis.Redis.from_url(redis_url)
     registry = CallRegistry(client)
 
-    async def one(rec: SimRecording) -> None:
-        await registry.apply_call_status(
-            rec.business_id,
-            rec.call_sid,
-            sequence=1,
-            started_at_ms=1_700_000_000_000,
-            fields={"status": "completed", "from": "+15550000001", "to": "+15550000002"},
-        )
-        await registry.apply_recording_status(
-            rec.business_id,
-            rec.call_sid,
-            recording_sid=rec.recording_sid,
-            twilio_status="completed",
-            duration="30",
-            now_ms=1_700_000_000_000,
-        )
-
     for i in range(0, len(recs), 50):
-        await asyncio.gather(*(one(r) for r in recs[i : i + 50]))
+        await asyncio.gather(*(register_completed(registry, r) for r in recs[i : i + 50]))
     await client.aclose()
 
 

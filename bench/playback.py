@@ -21,6 +21,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from bench import procs
+from bench.pipeline import register_completed
 from callrec.embedded_redis import free_port
 from callrec.processes import stop_process
 from calls.registry import CallRegistry
@@ -33,6 +34,7 @@ SIZE = 1024 * 1024
 RANGE = 64 * 1024
 BUSINESS = "4242"
 SID = "CA" + "b" * 32
+RECORDING = SimRecording(BUSINESS, SID, "RE" + "b" * 32, size_bytes=SIZE)
 SIGNED_URL_SECRET = "bench-signed-url-secret-" + "b" * 32
 # Side names, in the order the tables list them.
 SIDES = (
@@ -49,22 +51,7 @@ SIDES = (
 
 async def _register(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    registry = CallRegistry(client)
-    await registry.apply_call_status(
-        BUSINESS,
-        SID,
-        sequence=1,
-        started_at_ms=1_700_000_000_000,
-        fields={"status": "completed", "from": "+15550000001", "to": "+15550000002"},
-    )
-    await registry.apply_recording_status(
-        BUSINESS,
-        SID,
-        recording_sid="RE" + "b" * 32,
-        twilio_status="completed",
-        duration="30",
-        now_ms=1_700_000_000_000,
-    )
+    await register_completed(CallRegistry(client), RECORDING)
     await client.aclose()
 
 
@@ -82,7 +69,7 @@ def _measure(stack: Stack, url: str, auth: str, duration_s: float) -> dict[str, 
 def _check(url: str, auth: str) -> None:
     # The numbers only count if every side serves the right bytes.
     headers = {"Authorization": auth} if auth else {}
-    body = media_bytes(SimRecording(BUSINESS, SID, "RE" + "b" * 32, size_bytes=SIZE))
+    body = media_bytes(RECORDING)
     r = httpx.get(url, headers={**headers, "Range": "bytes=65536-131071"}, timeout=10)
     assert r.status_code == 206 and r.content == body[65536:131072], (url, r.status_code)
     r = httpx.get(url, headers=headers, timeout=10)
@@ -96,13 +83,30 @@ def _check_redirect(base: str, auth: str) -> None:
     _check(base + r.headers["location"], "")
 
 
+def _row(
+    stack: Stack,
+    results: dict[str, Any],
+    name: str,
+    url: str,
+    auth: str,
+    duration_s: float,
+    *servers: Proc,
+) -> None:
+    """One row of the table: what ``servers`` serve at ``url`` is checked, measured
+    under ``results[name]``, then they are stopped (in the order given)."""
+    _check(url, auth)
+    results[name] = _measure(stack, url, auth, duration_s)
+    for server in servers:
+        _stop(stack, server)
+
+
 def run(stack: Stack, duration_s: float) -> dict[str, Any]:
     asyncio.run(_register(stack.redis_url))
     stack.recordings_dir.mkdir(parents=True, exist_ok=True)
     # nginx workers run as an unprivileged user: let them reach the file.
     for p in (stack.tmp, stack.recordings_dir):
         os.chmod(p, 0o755)
-    data = media_bytes(SimRecording(BUSINESS, SID, "RE" + "b" * 32, size_bytes=SIZE))
+    data = media_bytes(RECORDING)
     path = stack.recordings_dir / f"{SID}.mp3"
     path.write_bytes(data)
     auth = f"Bearer {token(BUSINESS)}"
@@ -121,9 +125,7 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
         workers=WEB_PROCESSES,
     )
     url = f"http://127.0.0.1:{port}/files/{path.name}"
-    _check(url, "")
-    results["nginx"] = _measure(stack, url, "", duration_s)
-    _stop(stack, nginx)
+    _row(stack, results, "nginx", url, "", duration_s, nginx)
 
     # deploy/nginx.conf as shipped: nginx checks the signature itself (secure_link) and
     # serves the file; the app behind it is not asked.
@@ -145,35 +147,26 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
     )
     _check_redirect(f"http://127.0.0.1:{port}", auth)
     url = f"http://127.0.0.1:{port}{media}"
-    _check(url, "")
-    results["nginx_signed"] = _measure(stack, url, "", duration_s)
-    _stop(stack, nginx)
-    _stop(stack, web)
+    _row(stack, results, "nginx_signed", url, "", duration_s, nginx, web)
 
     web, port = procs.start_uvicorn(
         stack, "ingest.app:app", workers=WEB_PROCESSES, name="callrec-signed", **signed_env
     )
     _check_redirect(f"http://127.0.0.1:{port}", auth)
     url = f"http://127.0.0.1:{port}{media}"
-    _check(url, "")
-    results["callrec_app_signed"] = _measure(stack, url, "", duration_s)
-    _stop(stack, web)
+    _row(stack, results, "callrec_app_signed", url, "", duration_s, web)
 
     web, port = procs.start_uvicorn(
         stack, "ingest.app:app", workers=WEB_PROCESSES, name="callrec-app", SERVE_VIA="app"
     )
     url = f"http://127.0.0.1:{port}/api/calls/{SID}/recording"
-    _check(url, auth)
-    results["callrec_app"] = _measure(stack, url, auth, duration_s)
-    _stop(stack, web)
+    _row(stack, results, "callrec_app", url, auth, duration_s, web)
 
     bare, port = procs.start_uvicorn(
         stack, "bench.bare_app:app", workers=WEB_PROCESSES, name="bare", BENCH_FILE=str(path)
     )
     url = f"http://127.0.0.1:{port}/file"
-    _check(url, "")
-    results["starlette_fileresponse"] = _measure(stack, url, "", duration_s)
-    _stop(stack, bare)
+    _row(stack, results, "starlette_fileresponse", url, "", duration_s, bare)
 
     web, web_port = procs.start_uvicorn(
         stack, "ingest.app:app", workers=WEB_PROCESSES, name="callrec-xaccel", SERVE_VIA="x-accel"
@@ -188,10 +181,7 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
         workers=WEB_PROCESSES,
     )
     url = f"http://127.0.0.1:{port}/api/calls/{SID}/recording"
-    _check(url, auth)
-    results["callrec_xaccel"] = _measure(stack, url, auth, duration_s)
-    _stop(stack, nginx)
-    _stop(stack, web)
+    _row(stack, results, "callrec_xaccel", url, auth, duration_s, nginx, web)
 
     if procs.granian_binary() is None:
         print("granian is not installed: its rows are left out", file=sys.stderr)
@@ -200,17 +190,13 @@ def run(stack: Stack, duration_s: float) -> dict[str, Any]:
         stack, "ingest.app:app", workers=WEB_PROCESSES, name="granian-signed", **signed_env
     )
     url = f"http://127.0.0.1:{port}{media}"
-    _check(url, "")
-    results["granian_app_signed"] = _measure(stack, url, "", duration_s)
-    _stop(stack, web)
+    _row(stack, results, "granian_app_signed", url, "", duration_s, web)
 
     web, port = procs.start_granian(
         stack, "ingest.app:app", workers=WEB_PROCESSES, name="granian-app", SERVE_VIA="app"
     )
     url = f"http://127.0.0.1:{port}/api/calls/{SID}/recording"
-    _check(url, auth)
-    results["granian_app"] = _measure(stack, url, auth, duration_s)
-    _stop(stack, web)
+    _row(stack, results, "granian_app", url, auth, duration_s, web)
     return results
 
 

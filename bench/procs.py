@@ -28,15 +28,6 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def spawn(stack: Stack, name: str, args: list[str], env: dict[str, str]) -> Proc:
-    log_path = stack.tmp / f"{name}.log"
-    with log_path.open("wb") as out:
-        popen = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    proc = Proc(name, popen, log_path)
-    stack.procs.append(proc)
-    return proc
-
-
 def start_uvicorn(
     stack: Stack, app: str, *, workers: int, name: str, **extra_env: str
 ) -> tuple[Proc, int]:
@@ -46,7 +37,7 @@ def start_uvicorn(
     # The Procfile's web command (what production runs), with N processes on one socket.
     args = [app if a == "ingest.app:app" else a for a in web_command(port, log_level="warning")]
     args += ["--workers", str(workers), "--no-access-log"]
-    proc = spawn(stack, name, args, env)
+    proc = stack.spawn(name, args, env)
 
     def up() -> bool:
         if not proc.alive():
@@ -77,7 +68,7 @@ def start_granian(
     args = [binary, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--workers", str(workers), "--loop", "uvloop", "--http", "1", "--no-ws"]
     args += ["--log-level", "warning", "--no-access-log", "--workers-kill-timeout", "5", app]
-    proc = spawn(stack, name, args, env)
+    proc = stack.spawn(name, args, env)
 
     def up() -> bool:
         if not proc.alive():
@@ -135,7 +126,7 @@ http {{
 """
     )
     args = [nginx_binary(), "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
-    proc = spawn(stack, name, args, dict(os.environ))
+    proc = stack.spawn(name, args, dict(os.environ))
     port = int(re.search(r"listen (\d+)", server_block).group(1))  # type: ignore[union-attr]
 
     def up() -> bool:

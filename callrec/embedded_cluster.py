@@ -15,11 +15,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import redis
 
 from callrec.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port, server_binary
+from callrec.local_server import LocalServer
 
 NODE_TIMEOUT_MS = 1500
 # Each node also listens on its port + 10000 (the cluster bus).
@@ -62,7 +62,7 @@ def cli_binary() -> str:
     raise EmbeddedRedisError("no valkey-cli or redis-cli next to the server binary or on PATH")
 
 
-class EmbeddedCluster:
+class EmbeddedCluster(LocalServer):
     """``with EmbeddedCluster() as c: c.url`` (any node's URL: clients discover the rest)."""
 
     def __init__(self, *, primaries: int = 3, replicas: int = 1) -> None:
@@ -207,19 +207,3 @@ class EmbeddedCluster:
         for node in self.nodes:
             node.cleanup()
         shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> EmbeddedCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()

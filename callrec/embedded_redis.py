@@ -12,10 +12,10 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 
 import redis
 
+from callrec.local_server import LocalServer
 from callrec.processes import stop_process
 
 
@@ -47,7 +47,7 @@ def free_port() -> int:
         return port
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(LocalServer):
     """``with EmbeddedRedis() as r: r.url``. ``appendonly`` turns on AOF (``everysec``)
     so a restart on the same ``data_dir`` keeps what was written."""
 
@@ -126,15 +126,3 @@ class EmbeddedRedis:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> EmbeddedRedis:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()

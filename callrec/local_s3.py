@@ -8,12 +8,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from callrec.embedded_redis import free_port
+from callrec.local_server import LocalServer
 from callrec.processes import stop_process
 
 # moto checks no signatures unless told to; any key pair will do.
@@ -22,7 +22,7 @@ LOCAL_SECRET_KEY = "local-secret-key"
 LOCAL_REGION = "us-east-1"
 
 
-class LocalS3:
+class LocalS3(LocalServer):
     def __init__(self, *, log_path: Path | None = None, start_timeout_s: float = 30.0) -> None:
         self.port = free_port()
         self.log_path = log_path
@@ -109,14 +109,5 @@ class LocalS3:
         if proc is not None:
             stop_process(proc, grace_s=10)
 
-    def __enter__(self) -> LocalS3:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def cleanup(self) -> None:
+        self.stop()  # in memory: nothing left behind

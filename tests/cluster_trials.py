@@ -30,6 +30,7 @@ from redis.cluster import RedisCluster
 from callrec.embedded_cluster import EmbeddedCluster
 from calls import keys
 from calls.redis_values import texts
+from tests.crash_trials import start_slow_stack
 from tests.helpers import play, register
 from tests.stack import Stack, wait_for
 from twilio_sim import SimRecording, Simulator, media_bytes
@@ -114,13 +115,14 @@ class Sampler(threading.Thread):
 
 
 def prepare(stack: Stack, sim: Simulator, workers: int = 2) -> str:
-    stack.env_overrides.update(CLUSTER_ENV)
-    web = stack.start_web()
-    for _ in range(workers):
-        stack.start_worker()
-    sim.chunk_size = CHUNK_BYTES
-    sim.chunk_delay_s = CHUNK_DELAY_S
-    return web
+    return start_slow_stack(
+        stack,
+        sim,
+        env=CLUSTER_ENV,
+        workers=workers,
+        chunk_bytes=CHUNK_BYTES,
+        chunk_delay_s=CHUNK_DELAY_S,
+    )
 
 
 Disturb = Callable[[list[str], Sampler], None]

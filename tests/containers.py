@@ -28,13 +28,12 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-import httpx
 import pytest
 import redis
 from docker.errors import NotFound
 
 from callrec.embedded_redis import free_port
-from calls import keys
+from tests import readiness
 from tests.images import DockerUnavailable, Images, ensure_images
 from tests.stack import wait_for
 
@@ -144,29 +143,22 @@ class Containers:
         full_env = {"PUBLIC_BASE_URL": url, **env, "PORT": str(port)}
         running = self.app("web", env=full_env, volumes=volumes)
         running.url = url
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                if not running.running():
-                    raise AssertionError(f"web container exited:\n{running.logs()}") from None
-                return False
-
+        healthy = readiness.answers(
+            f"{url}/healthz", what="web container", alive=running.running, logs=running.logs
+        )
         wait_for(healthy, "the web container to answer /healthz", START_TIMEOUT_S)
         return running
 
     def worker(self, env: Mapping[str, str], volumes: Mapping[str, str] | None = None) -> Running:
-        """The Procfile's worker, once it has joined the consumer group on Redis."""
+        """The Procfile's worker, once it reads every event stream (a new consumer in
+        their group: containers on the host's network share its hostname and are all
+        PID 1, so a container's consumer name is not known beforehand)."""
         client = redis.Redis.from_url(env["REDIS_URL"])
-        before = consumer_count(client)
+        before = readiness.group_consumers(client)
         running = self.app("worker", env=env, volumes=volumes)
-
-        def joined() -> bool:
-            if not running.running():
-                raise AssertionError(f"worker container exited:\n{running.logs()}")
-            return consumer_count(client) > before
-
+        joined = readiness.joined(
+            client, what="worker container", alive=running.running, logs=running.logs, before=before
+        )
         try:
             wait_for(joined, "the worker container to join the consumer group", START_TIMEOUT_S)
         finally:
@@ -180,13 +172,6 @@ class Containers:
             except NotFound:  # removed already
                 pass
         self.started.clear()
-
-
-def consumer_count(client: redis.Redis) -> int:
-    try:
-        return len(client.xinfo_consumers(keys.EVENTS, keys.EVENTS_GROUP))
-    except redis.ResponseError:  # no stream or group yet
-        return 0
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,11 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.flocks import flock_state, lock_path
 from tests.helpers import play, register
 from tests.stack import Proc, Stack, wait_for
 from twilio_sim import SimRecording, Simulator, media_bytes
@@ -76,20 +78,47 @@ class TornWatcher(threading.Thread):
             time.sleep(0.005)
 
 
-def prepare(stack: Stack, sim: Simulator, workers: int = 2) -> str:
-    stack.env_overrides.update(CRASH_ENV)
+def start_slow_stack(
+    stack: Stack,
+    sim: Simulator,
+    *,
+    env: Mapping[str, str],
+    workers: int,
+    chunk_bytes: int,
+    chunk_delay_s: float,
+) -> str:
+    """A web and ``workers`` workers under ``env``, with the simulator sending bodies
+    in ``chunk_bytes`` every ``chunk_delay_s`` (slow enough for a disturbance to land
+    mid-body); returns the web's URL. Shared with tests/cluster_trials.py."""
+    stack.env_overrides.update(env)
     web = stack.start_web()
     for _ in range(workers):
         stack.start_worker()
-    sim.chunk_size = CHUNK_BYTES
-    sim.chunk_delay_s = CHUNK_DELAY_S
+    sim.chunk_size = chunk_bytes
+    sim.chunk_delay_s = chunk_delay_s
     return web
 
 
-def _downloader_of(stack: Stack, b: str, rec: SimRecording) -> Proc | None:
-    line = f"download begins business_id={b} sid={rec.call_sid} "
-    holders = [p for p in stack.workers() if p.alive() and line in p.log()]
-    return holders[0] if holders else None
+def prepare(stack: Stack, sim: Simulator, workers: int = 2) -> str:
+    return start_slow_stack(
+        stack,
+        sim,
+        env=CRASH_ENV,
+        workers=workers,
+        chunk_bytes=CHUNK_BYTES,
+        chunk_delay_s=CHUNK_DELAY_S,
+    )
+
+
+def _downloader_of(stack: Stack, rec: SimRecording) -> Proc | None:
+    """The worker downloading ``rec``: the one holding its file lock (taken before the
+    media request, released once the file is published or dropped)."""
+    lock = lock_path(stack.recordings_dir, rec.call_sid)
+    try:
+        holders = flock_state(lock).holders
+    except FileNotFoundError:  # no download of it has begun
+        return None
+    return next((p for p in stack.workers() if p.alive() and p.popen.pid in holders), None)
 
 
 def run_trial(
@@ -124,16 +153,14 @@ def run_trial(
         ]
         victim = None
         for rec in streaming or recs:
-            victim = _downloader_of(stack, b, rec)
+            victim = _downloader_of(stack, rec)
             if victim is not None:
                 break
-        assert victim is not None, "no worker is downloading"
-        cut_short = [
-            r
-            for r in recs
-            if _downloader_of(stack, b, r) is victim
-            and not sim.completed_downloads(r.recording_sid)
-        ]
+        if victim is None:
+            # Every body ended meanwhile (a slow machine): kill a worker all the same.
+            victim = next(p for p in stack.workers() if p.alive())
+        held = [r for r in recs if _downloader_of(stack, r) is victim]
+        cut_short = [r for r in held if not sim.completed_downloads(r.recording_sid)]
         victim.popen.kill()
         killed_at = time.monotonic()
         victim.popen.wait()
@@ -141,10 +168,9 @@ def run_trial(
         # died with the victim: fetching it once more is recovery, not a duplicate.
         forced_refetch = {
             r.call_sid
-            for r, path in zip(recs, paths, strict=True)
+            for r in held
             if sim.completed_downloads(r.recording_sid)
-            and not path.exists()
-            and f"download begins business_id={b} sid={r.call_sid} " in victim.log()
+            and not (stack.recordings_dir / f"{r.call_sid}.mp3").exists()
         }
         stack.start_worker(wait=False)  # the replacement, as a supervisor would start it
         totals.interrupted += len(cut_short)

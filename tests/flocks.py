@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
 from calls import keys
+from storage.disk import LOCKS_DIRNAME
+from tests.clients import SyncClient
 
 PROC_LOCKS = Path("/proc/locks")
 
@@ -21,6 +21,12 @@ class FlockState:
 
     holders: frozenset[int]
     waiters: frozenset[int]
+
+
+def lock_path(recordings_dir: Path, call_sid: str) -> Path:
+    """A recording's lock file in a disk store: storage.disk.DiskStore.lock_path_for,
+    without creating directories as this user."""
+    return recordings_dir / LOCKS_DIRNAME / f"{call_sid}.lock"
 
 
 def flock_state(path: Path) -> FlockState:
@@ -42,7 +48,7 @@ def flock_state(path: Path) -> FlockState:
     return FlockState(frozenset(holders), frozenset(waiters))
 
 
-def consumer_idle_ms(client: redis.Redis, consumer: str) -> int | None:
+def consumer_idle_ms(client: SyncClient, consumer: str) -> int | None:
     """Milliseconds since the worker named ``consumer`` (its ``hostname-pid``; the name
     in the group adds a random part) last called XREADGROUP or claimed in the workers'
     group; None if it has not joined."""

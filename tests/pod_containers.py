@@ -19,13 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import redis
 from docker.errors import NotFound
 
 from callrec.embedded_redis import free_port
-from tests.containers import consumer_count
-from tests.flocks import consumer_idle_ms
+from tests import readiness
 from tests.images import Images
 from tests.kube import Rendered, quantity_bytes
 from tests.stack import wait_for
@@ -137,15 +135,9 @@ class Pods:
         pod = self._start(WEB, f"web-{len(self.started)}", {"PUBLIC_BASE_URL": url, **env}, port)
         pod.url = url
         probe = self.overlay.container(WEB)["startupProbe"]["httpGet"]["path"]
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{url}{probe}", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                if not pod.running():
-                    raise AssertionError(f"web container exited:\n{pod.logs()}") from None
-                return False
-
+        healthy = readiness.answers(
+            f"{url}{probe}", what="web container", alive=pod.running, logs=pod.logs
+        )
         wait_for(healthy, "the web container's startup probe", START_TIMEOUT_S)
         return pod
 
@@ -153,16 +145,14 @@ class Pods:
         """A worker pod, once it has joined the consumer group."""
         hostname = f"worker-{len(self.started)}"
         client = redis.Redis.from_url(redis_url)
-        before = consumer_count(client)
         pod = self._start(WORKER, hostname, env)
-
-        def joined() -> bool:
-            if not pod.running():
-                raise AssertionError(f"worker container exited:\n{pod.logs()}")
-            return consumer_count(client) > before and (
-                consumer_idle_ms(client, pod.consumer) is not None
-            )
-
+        joined = readiness.joined(
+            client,
+            what="worker container",
+            alive=pod.running,
+            logs=pod.logs,
+            prefix=f"{pod.consumer}-",
+        )
         try:
             wait_for(joined, "the worker container to join the consumer group", START_TIMEOUT_S)
         finally:

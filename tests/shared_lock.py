@@ -29,8 +29,7 @@ import redis
 
 from calls import keys
 from consumers.worker import READ_BLOCK_MS
-from storage.disk import LOCKS_DIRNAME
-from tests.flocks import FlockState, consumer_idle_ms, flock_state
+from tests.flocks import FlockState, consumer_idle_ms, flock_state, lock_path
 from tests.helpers import play, play_until_stored
 from tests.stack import wait_for
 from twilio_sim import SimRecording, Simulator, media_bytes
@@ -68,11 +67,6 @@ def register_for(
     hooks = f"{web}/webhooks/twilio/{business}"
     assert sim.send_call_status(f"{hooks}/call-status", call_sid=rec.call_sid) == 204
     assert sim.send_recording_status(f"{hooks}/recording-status", rec) == 204
-
-
-def lock_path(recordings_dir: Path, call_sid: str) -> Path:
-    # storage.disk.DiskStore.lock_path_for, without creating directories as this user.
-    return recordings_dir / LOCKS_DIRNAME / f"{call_sid}.lock"
 
 
 def second_worker_waits_then_finds_the_file(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from callrec.embedded_redis import free_port
 from callrec.processes import stop_processes
 from callrec.procfile import web_command, worker_command
+from config.settings import load_settings
 from ingest.auth import issue_token
+from tests import readiness
+from tests.clients import sync_redis
 from twilio_sim import Simulator
 
 JWT_SECRET = "test-secret-" + "x" * 32
@@ -44,6 +46,12 @@ class Proc:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    @property
+    def consumer(self) -> str:
+        """A worker's consumer name in the group, up to its random part:
+        consumers/__main__.py's ``hostname-pid``."""
+        return f"{socket.gethostname()}-{self.popen.pid}"
 
 
 @dataclass
@@ -94,7 +102,8 @@ class Stack:
             env_overrides=dict(env_overrides),
         )
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
+        """``args`` as a process of this stack, its output in ``<tmp>/<name>.log``."""
         log_path = self.tmp / f"{name}.log"
         out = log_path.open("wb")
         popen = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -107,31 +116,35 @@ class Stack:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = self.env(**{"PUBLIC_BASE_URL": url, **extra})  # extra may override it
-        proc = self._spawn(
+        proc = self.spawn(
             f"web{len(self.web_urls)}",
             # "info" shows uvicorn's access log, as the Procfile's web does.
             web_command(port, log_level=log_level),
             env,
         )
 
-        def healthy() -> bool:
-            if not proc.alive():
-                raise AssertionError(f"web exited:\n{proc.log()}")
-            try:
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
+        healthy = readiness.answers(f"{url}/healthz", what="web", alive=proc.alive, logs=proc.log)
         wait_for(healthy, "web to answer /healthz")
         self.web_urls.append(url)
         return url
 
     def start_worker(self, *, wait: bool = True, **extra: str) -> Proc:
         n = sum(1 for p in self.procs if p.name.startswith("worker"))
-        proc = self._spawn(f"worker{n}", worker_command(), self.env(**extra))
+        env = self.env(**extra)
+        proc = self.spawn(f"worker{n}", worker_command(), env)
         if wait:
-            wait_for(lambda: "reading rec_events" in proc.log() or not proc.alive(), "worker")
-            assert proc.alive(), proc.log()
+            client = sync_redis(self.redis_url, load_settings(env).redis_tls)
+            try:
+                reading = readiness.joined(
+                    client,
+                    what=proc.name,
+                    alive=proc.alive,
+                    logs=proc.log,
+                    prefix=f"{proc.consumer}-",
+                )
+                wait_for(reading, f"{proc.name} to read every event stream")
+            finally:
+                client.close()
         return proc
 
     def workers(self) -> list[Proc]:
@@ -139,6 +152,11 @@ class Stack:
 
     def worker_logs(self) -> str:
         return "".join(p.log() for p in self.workers())
+
+    def stop_workers(self) -> list[int]:
+        """SIGTERM every worker and wait for them to exit (their downloads finished or
+        handed back): after that their logs are complete. Returns the exit codes."""
+        return stop_processes([proc.popen for proc in self.workers()], grace_s=30)
 
     def stop(self) -> None:
         stop_processes([proc.popen for proc in self.procs], grace_s=15)

@@ -4,7 +4,7 @@ success, Twilio's failures, the attempt limit, fencing, and the release of its s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from calls import keys
 from consumers.context import WorkerContext
 from consumers.download_job import Ending, run_download
 from tenants.permits import usage
+from tests import worker_kit
 from tests.worker_kit import (
     B,
     add_recording,
@@ -31,12 +32,7 @@ from tests.worker_kit import (
 from twilio_sim import Fault, SimRecording, Simulator
 from twilio_sim.models import media_bytes
 
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
-    # Each test uses its own recordings: one simulator for the module saves its start-up.
-    with Simulator() as simulator:
-        yield simulator
+sim = worker_kit.one_simulator_per_module
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ with its edge cases."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from calls import keys, live_businesses
 from calls.events import Event
 from consumers import handlers
 from consumers.context import WorkerContext
+from tests import worker_kit
 from tests.worker_kit import (
     B,
     Starts,
@@ -29,11 +30,7 @@ from twilio_sim import Simulator
 A, C, D = call_sid(1), call_sid(2), call_sid(3)
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
-    # Handlers never call Twilio: one simulator for the module saves its start-up per test.
-    with Simulator() as simulator:
-        yield simulator
+sim = worker_kit.one_simulator_per_module
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ claims of stale entries, delayed retries, repair of stuck calls."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from consumers import handlers, maintenance
 from consumers.context import WorkerContext
 from consumers.entries import note_failure
 from consumers.worker import Worker
+from tests import worker_kit
 from tests.worker_kit import (
     SHARDS,
     B,
@@ -36,11 +37,7 @@ from twilio_sim import Simulator
 A, C = call_sid(1), call_sid(2)
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
-    # Maintenance never calls Twilio: one simulator for the module.
-    with Simulator() as simulator:
-        yield simulator
+sim = worker_kit.one_simulator_per_module
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ import re
 
 import httpx
 
-from tests.clients import on_server_and_cluster
+from calls import keys
+from consumers.__main__ import EXIT_DRAINED
+from tests.clients import on_server_and_cluster, sync_redis
 from tests.helpers import call_sid, click_together, play, play_until_stored, register
 from tests.stack import Stack, auth, wait_for
 from twilio_sim import Simulator, media_bytes
@@ -31,13 +33,18 @@ def test_ten_plays_three_at_once_fifo_with_contract_log_lines(stack: Stack, sim:
     sim.hold_media = True
     for rec in recs:  # one after another: this order is the FIFO order
         assert play(web, B, rec.call_sid).status_code == 202
-    wait_for(lambda: stack.worker_logs().count("RECORDING_QUEUED") == 7, "seven queued")
+    client = sync_redis(stack.redis_url)
+    wait_for(lambda: client.llen(keys.queue(B)) == 7, "seven queued")
     sim.hold_media = False
     for rec in recs:
         body = play_until_stored(web, B, rec.call_sid).content
         assert body == media_bytes(rec)
     assert sim.max_concurrent(B) == 3
     assert all(sim.downloads(r.recording_sid) == 1 for r in recs)
+    # A file is stored before its slot is released (and RECORDING_DONE logged).
+    wait_for(lambda: client.scard(keys.slots(B)) == 0, "every slot released")
+    client.close()
+    assert stack.stop_workers() == [EXIT_DRAINED]  # its log is complete
     logs = stack.worker_logs()
     # FIFO is the slot script's promise: admissions happen exactly in play order ...
     admitted = re.findall(r"RECORDING_(?:ENQUEUE|NEXT) business_id=\w+ sid=(CA\w+)", logs)

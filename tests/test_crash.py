@@ -16,9 +16,11 @@ from calls import keys, live_businesses
 from calls.events import Event, publish
 from calls.shards import ShardMap
 from consumers.__main__ import EXIT_DRAINED, EXIT_HANDED_BACK
+from consumers.worker import READ_BLOCK_MS
 from semaphore import Slots
 from tests import crash_trials
 from tests.clients import SyncClient, async_redis, on_server_and_cluster, sync_redis
+from tests.flocks import consumer_idle_ms, flock_state, lock_path
 from tests.helpers import play, play_until_stored, register
 from tests.stack import Stack, auth, wait_for
 from tests.test_faults import cli, has_status, status_of
@@ -71,7 +73,13 @@ def test_sigterm_drains_in_flight_downloads_then_hands_back_the_rest(
     shown = cli(stack, "status", "--business", "term")
     assert re.search(rf"^term\s+1/3\s+0\s+{slow.call_sid}: \d+$", shown.stdout, re.M), shown.stdout
     patient.popen.send_signal(signal.SIGTERM)
-    wait_for(lambda: "stopped reading; 1 downloads running" in patient.log(), "drain")
+    r = sync_redis(stack.redis_url)
+
+    def stopped_reading() -> bool:
+        idle_ms = consumer_idle_ms(r, patient.consumer)
+        return idle_ms is not None and idle_ms > 2 * READ_BLOCK_MS
+
+    wait_for(stopped_reading, "the worker's last read to end")
     # It stopped reading: a request made now waits for another worker.
     play(web, "term", late.call_sid)
     assert patient.popen.wait(timeout=30) == EXIT_DRAINED, patient.log()
@@ -87,7 +95,6 @@ def test_sigterm_drains_in_flight_downloads_then_hands_back_the_rest(
     hasty.popen.send_signal(signal.SIGTERM)
     assert hasty.popen.wait(timeout=30) == EXIT_HANDED_BACK, hasty.log()
     assert "handed back 1 downloads" in hasty.log()
-    r = sync_redis(stack.redis_url)
     assert r.scard(keys.slots("term")) == 0  # released at once, not after a lease lapse
     # Due at once: the next worker's retry loop puts it back at the head of its queue.
     assert r.zscore(keys.DELAYED, keys.delayed_member("term", late.call_sid)) is not None
@@ -182,7 +189,6 @@ def test_request_queued_too_long_is_dropped_and_reported(stack: Stack, sim: Simu
     play(web, "ttl", stale.call_sid)
     wait_for(lambda: status_of(web, "ttl", slow.call_sid) == "ready", "slow download")
     wait_for(lambda: status_of(web, "ttl", stale.call_sid) == "failed", "stale request dropped")
-    assert f"RECORDING_EXPIRED business_id=ttl sid={stale.call_sid}" in worker.log()
     assert sim.media_requests(stale.recording_sid) == 0
     r = sync_redis(stack.redis_url)
     assert r.llen(keys.queue("ttl")) == 0 and r.scard(keys.queued("ttl")) == 0
@@ -200,6 +206,9 @@ def test_request_queued_too_long_is_dropped_and_reported(stack: Stack, sim: Simu
                 if seen[-1] == "failed":
                     break
     assert seen[-2:] == ["queued", "failed"], seen
+    # Logged once the script that dropped it has returned: complete once the worker exits.
+    assert stack.stop_workers() == [EXIT_DRAINED]
+    assert f"RECORDING_EXPIRED business_id=ttl sid={stale.call_sid}" in worker.log()
 
 
 def test_paused_worker_past_its_lease_neither_publishes_nor_releases(
@@ -209,27 +218,35 @@ def test_paused_worker_past_its_lease_neither_publishes_nor_releases(
     rec = register(sim, web, "fence", 950, size_bytes=crash_trials.RECORDING_BYTES)
     play(web, "fence", rec.call_sid)
     wait_for(lambda: sim.downloads(rec.recording_sid) == 1, "body to start")
-    line = f"download begins business_id=fence sid={rec.call_sid} token=1"
-    paused = next(w for w in stack.workers() if line in w.log())
+    lock = lock_path(stack.recordings_dir, rec.call_sid)
+    [paused_pid] = flock_state(lock).holders  # the worker downloading it
+    paused = next(w for w in stack.workers() if w.popen.pid == paused_pid)
     other = next(w for w in stack.workers() if w is not paused)
+    r = sync_redis(stack.redis_url)
+    lease = keys.inflight("fence", rec.call_sid)
+    assert r.get(lease) == b"1"  # the fencing token of its admission
     paused.popen.send_signal(signal.SIGSTOP)  # a long GC pause, a VM migration...
     try:
-        # Its lease lapses and the other worker is admitted under a newer token. (It then
-        # waits on the recording's flock, which the paused process still holds.)
-        wait_for(lambda: "token=2" in other.log(), "the other worker to take over", 30)
+        # Its lease lapses and the other worker is admitted under a newer token; it then
+        # waits on the recording's flock, which the paused process still holds.
+        wait_for(
+            lambda: r.get(lease) == b"2" and other.popen.pid in flock_state(lock).waiters,
+            "the other worker to take over",
+            30,
+        )
     finally:
         paused.popen.send_signal(signal.SIGCONT)
-    wait_for(lambda: f"LEASE_LOST business_id=fence sid={rec.call_sid} token=1" in paused.log(), "")
     path = stack.recordings_dir / f"{rec.call_sid}.mp3"
     wait_for(path.exists, "the other worker to store it")
     assert path.read_bytes() == media_bytes(rec)
-    assert f"stored sid={rec.call_sid}" not in paused.log()
-    # The file appears before its done event is handled: wait for that line, then count.
-    done = rf"RECORDING_DONE business_id=fence sid={rec.call_sid} "
-    wait_for(lambda: re.search(done, stack.worker_logs()) is not None, "the done event")
-    assert len(re.findall(done, stack.worker_logs())) == 1
-    r = sync_redis(stack.redis_url)
+    # The file is stored before its slot is released (and RECORDING_DONE logged).
     wait_for(lambda: r.scard(keys.slots("fence")) == 0, "slot free")
     assert r.hget(keys.call("fence", rec.call_sid), "state") == b"ready"
-    r.close()
     assert paused.alive() and sim.media_requests(rec.recording_sid) == 2
+    r.close()
+    assert stack.stop_workers() == [EXIT_DRAINED, EXIT_DRAINED]  # their logs are complete
+    assert f"LEASE_LOST business_id=fence sid={rec.call_sid} token=1" in paused.log()
+    assert f"stored sid={rec.call_sid}" not in paused.log()
+    # Released once, by the new holder.
+    done = rf"RECORDING_DONE business_id=fence sid={rec.call_sid} "
+    assert len(re.findall(done, stack.worker_logs())) == 1

@@ -70,15 +70,17 @@ def test_a_missing_required_variable_stops_the_worker_with_one_line(tmp_path: Pa
 
 def test_callrec_token_prints_a_token_for_the_business() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLREC_JWT_SECRET": JWT_SECRET}
+    issued_after = int(time.time())
     done = subprocess.run(
         [sys.executable, "-m", "callrec.cli", "token", "--business", "123", "--ttl", "3600"],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+    issued_before = int(time.time())
     assert done.returncode == 0, done.stderr
     claims = jwt.decode(done.stdout.strip(), JWT_SECRET, algorithms=["HS256"])
     assert claims["business_id"] == "123"
-    ttl_s = claims["exp"] - int(time.time())
-    assert ttl_s in range(3500, 3601), ttl_s
+    # --ttl 3600 from whenever it was issued (bounds, however long the command took).
+    assert issued_after + 3600 <= claims["exp"] <= issued_before + 3600, claims
     del env["CALLREC_JWT_SECRET"]
     missing = subprocess.run(
         [sys.executable, "-m", "callrec.cli", "token", "--business", "123"],

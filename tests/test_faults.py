@@ -20,6 +20,7 @@ import redis
 from calls import keys
 from calls.events import request_download
 from calls.shards import ShardMap
+from tests import readiness
 from tests.helpers import call_sid, play, register
 from tests.stack import ROOT, Stack, auth, wait_for
 from twilio_sim import Fault, SimRecording, Simulator, media_bytes
@@ -214,7 +215,10 @@ def test_absent_recording_is_never_fetched(stack: Stack, sim: Simulator) -> None
         await client.aclose()
 
     asyncio.run(late_request())
-    wait_for(lambda: f"request ignored business_id=abs sid={rec.call_sid}" in worker.log(), "skip")
+    probe = redis.Redis.from_url(stack.redis_url)
+    wait_for(lambda: readiness.events_handled(probe), "the late request handled")
+    probe.close()
+    assert f"request ignored business_id=abs sid={rec.call_sid}" in worker.log()
     other = register(sim, web, "abs", 401)  # the worker is alive and still downloading
     wait_for(lambda: status_of(web, "abs", other.call_sid) == "ready", "prefetch of another")
     assert sim.media_requests(rec.recording_sid) == 0

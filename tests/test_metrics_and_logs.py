@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 
 import httpx
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from callrec.embedded_redis import free_port
+from calls import keys
+from consumers.__main__ import EXIT_DRAINED
 from tests.helpers import play, register
 from tests.stack import Stack, token, wait_for
 from twilio_sim import Fault, Simulator
@@ -129,9 +132,15 @@ def test_json_logs_keep_the_contract_events_and_hide_tokens(stack: Stack, sim: S
     for rec in recs:
         url = f"{web}/api/calls/{rec.call_sid}/recording?token={secret}"
         assert httpx.get(url).status_code == 202
-    wait_for(lambda: "RECORDING_QUEUED" in worker.log(), "the fourth to queue")
+    client = redis.Redis.from_url(stack.redis_url)
+    wait_for(lambda: client.llen(keys.queue(B)) == 1, "the fourth to queue")
     sim.hold_media = False
-    wait_for(lambda: worker.log().count('"event": "RECORDING_DONE"') == 4, "four done")
+    files = [stack.recordings_dir / f"{r.call_sid}.mp3" for r in recs]
+    wait_for(lambda: all(f.exists() for f in files), "four stored")
+    # A file is stored before its slot is released (and RECORDING_DONE logged).
+    wait_for(lambda: client.scard(keys.slots(B)) == 0, "every slot released")
+    client.close()
+    assert stack.stop_workers() == [EXIT_DRAINED]  # its log is complete
 
     docs = [json.loads(line) for line in worker.log().splitlines() if line.strip()]
     events = [d for d in docs if "event" in d]

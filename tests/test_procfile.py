@@ -14,7 +14,8 @@ import httpx
 import redis
 
 from callrec.embedded_redis import free_port
-from tests.containers import consumer_count
+from calls import keys
+from tests import readiness
 from tests.helpers import play_until_stored, register
 from tests.stack import ROOT, Stack, wait_for
 from twilio_sim import Simulator, media_bytes
@@ -52,7 +53,7 @@ def test_honcho_runs_the_procfile_and_a_recording_plays(
                 healthy = httpx.get(f"{web}/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
-            return healthy and consumer_count(client) == 2
+            return healthy and len(readiness.group_consumers(client).get(keys.EVENTS, ())) == 2
 
         wait_for(up, "honcho's web to answer and its two workers to join", 60)
         rec = register(sim, web, B, 1)  # the recording webhook prefetches it

@@ -94,9 +94,9 @@ def test_a_ca_that_does_not_sign_the_server_stops_every_process_with_one_line(
 ) -> None:
     wrong = str(pki[1].cert_path)
     stack = Stack.around(sim, tmp=tmp_path, redis_url=tls_server.url, REDIS_TLS_CA_FILE=wrong)
-    web = stack._spawn("web", [sys.executable, "-m", "uvicorn", "ingest.app:app",
+    web = stack.spawn("web", [sys.executable, "-m", "uvicorn", "ingest.app:app",
                                 "--port", "0"], stack.env())  # fmt: skip
-    worker = stack._spawn("worker", [sys.executable, "-m", "consumers"], stack.env())
+    worker = stack.spawn("worker", [sys.executable, "-m", "consumers"], stack.env())
     try:
         assert web.popen.wait(timeout=60) != 0
         assert worker.popen.wait(timeout=60) == 2

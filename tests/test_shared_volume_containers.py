@@ -25,14 +25,13 @@ import redis
 from calls import keys
 from storage.staging import PART_SUFFIX
 from tests.crash_trials import TornWatcher
-from tests.flocks import FlockState, flock_state
+from tests.flocks import FlockState, flock_state, lock_path
 from tests.helpers import click_together, play, play_until_stored, register
 from tests.images import Images
 from tests.kube import Rendered, render_overlay
 from tests.pod_containers import WEB, WORKER, Pod, Pods
 from tests.shared_lock import (
     WorkerHandle,
-    lock_path,
     register_for,
     second_worker_waits_then_finds_the_file,
 )

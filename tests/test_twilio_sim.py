@@ -234,7 +234,6 @@ def test_stall_triggers_read_timeout_and_frees_the_slot(
     simulator: Simulator, rec: SimRecording
 ) -> None:
     simulator.set_faults(rec.recording_sid, [Fault.stall(30)])
-    started = time.monotonic()
     with (
         pytest.raises(httpx.ReadTimeout),
         httpx.stream(
@@ -246,17 +245,21 @@ def test_stall_triggers_read_timeout_and_frees_the_slot(
     ):
         assert response.status_code == 200  # headers arrive before the stall
         response.read()
-    assert time.monotonic() - started < 5
-    # The server notices the client leaving long before the 30 s stall would end.
-    assert wait_until(lambda: simulator.current_concurrent(BUSINESS) == 0, timeout_s=3)
+    # The server notices the client leaving instead of holding the slot for the 30 s stall.
+    assert wait_until(lambda: simulator.current_concurrent(BUSINESS) == 0, timeout_s=20)
 
 
 def test_latency_delays_headers(simulator: Simulator, rec: SimRecording) -> None:
-    simulator.latency_s = 0.3
-    started = time.monotonic()
+    simulator.latency_s = 60
+    with pytest.raises(httpx.ReadTimeout):  # no headers yet
+        httpx.get(
+            media_url(simulator, rec), auth=auth(simulator), timeout=httpx.Timeout(5, read=0.5)
+        )
+    # The delayed request ends with its client: its slot is free.
+    assert wait_until(lambda: simulator.current_concurrent(BUSINESS) == 0, timeout_s=20)
+    simulator.latency_s = 0
     response = httpx.get(media_url(simulator, rec), auth=auth(simulator))
-    assert response.status_code == 200
-    assert time.monotonic() - started >= 0.3
+    assert response.status_code == 200 and response.content == media_bytes(rec)
 
 
 def test_client_leaving_mid_body_frees_the_slot(simulator: Simulator, rec: SimRecording) -> None:
@@ -481,7 +484,7 @@ def test_webhook_signature_is_rejected_with_another_token(simulator: Simulator) 
         recv.server.stop()
 
 
-def test_stop_cuts_off_responses_in_progress() -> None:
+def test_stop_cuts_off_responses_in_progress(caplog: pytest.LogCaptureFixture) -> None:
     sim = Simulator()
     sim.start()
     rec = demo_recordings(BUSINESS, 1)[0]
@@ -498,10 +501,11 @@ def test_stop_cuts_off_responses_in_progress() -> None:
     client = threading.Thread(target=fetch)
     client.start()
     assert wait_until(lambda: sim.downloads(rec.recording_sid) == 1)
-    started = time.monotonic()
     sim.stop()
-    # No waiting out uvicorn's graceful-shutdown timeout for a body that will never come.
-    assert time.monotonic() - started < 0.9
+    # The stop cut the stalled body off itself: uvicorn's graceful shutdown found no
+    # connection left to wait out and cancel (it says so when it has to).
+    timed_out = [r for r in caplog.records if "timeout graceful shutdown" in r.getMessage()]
+    assert timed_out == []
     client.join(5)
     assert not client.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], httpx.RemoteProtocolError)

@@ -4,7 +4,7 @@ simulator): it is dead-lettered with its reason, and the entries after it are se
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from calls import keys
 from calls.events import Event, publish
 from consumers.context import WorkerContext
 from consumers.maintenance import MAX_DELIVERIES
+from tests import worker_kit
 from tests.worker_kit import (
     SHARDS,
     B,
@@ -30,12 +31,7 @@ from tests.worker_kit import (
 )
 from twilio_sim import Simulator
 
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
-    # Each test uses its own recordings: one simulator for the module saves its start-up.
-    with Simulator() as simulator:
-        yield simulator
+sim = worker_kit.one_simulator_per_module
 
 
 @pytest.fixture

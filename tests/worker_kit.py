@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from calls import keys
 from calls.events import Event
@@ -30,6 +32,15 @@ from twilio_sim import SimRecording, Simulator
 
 B = "biz-unit"
 SHARDS = ShardMap(1)  # the original layout: the tests read rec_events directly
+
+
+@pytest.fixture(scope="module")
+def one_simulator_per_module() -> Iterator[Simulator]:
+    """The simulator of a module of in-process worker tests, which binds it as its
+    ``sim`` fixture (``sim = worker_kit.one_simulator_per_module``): each test adds
+    recordings of its own, so one simulator saves a start-up per test."""
+    with Simulator() as simulator:
+        yield simulator
 
 
 def call_sid(n: int) -> str:
