@@ -2,7 +2,7 @@
 ``status`` and ``dead-letters`` are the operator's views; ``check`` is the preflight;
 ``twilio-account`` registers a business's own Twilio account; ``secrets-key`` prints a
 new CALLREC_SECRETS_KEY; ``backfill`` imports the past; ``erase`` forgets recordings for
-good."""
+good; ``keda-triggers`` prints the workers' autoscaler triggers for a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -144,6 +144,16 @@ def _erase(args: argparse.Namespace) -> int:
     return asyncio.run(erase(settings, args.business, call))
 
 
+def _keda_triggers(args: argparse.Namespace) -> int:
+    from callrec.keda import render_patch
+
+    if args.shards < 1:
+        print("callrec keda-triggers: --shards must be at least 1", file=sys.stderr)
+        return 2
+    print(render_patch(args.shards), end="")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from callrec.preflight import print_checks
 
@@ -226,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--call", metavar="CA...", help="this call")
     which.add_argument("--all", action="store_true", help="every call of the business")
     erase.set_defaults(func=_erase)
+
+    keda = sub.add_parser(
+        "keda-triggers",
+        help="print the workers' KEDA ScaledObject patch for a Redis Cluster with N streams",
+    )
+    keda.add_argument(
+        "--shards", type=int, required=True, help="EVENT_STREAM_SHARDS of the deployment"
+    )
+    keda.set_defaults(func=_keda_triggers)
 
     check = sub.add_parser(
         "check", help="preflight: Redis, storage, public URL, Twilio credentials (exit 1 on FAIL)"

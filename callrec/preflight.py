@@ -13,29 +13,24 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
+from callrec.checks import Check, Status
+from callrec.preflight_cluster import cluster_checks
 from calls.redis_client import tls_advice, tls_failure, tls_options
 from config.settings import Settings
 
-Status = Literal["ok", "warn", "FAIL"]
+__all__ = ["Check", "Status", "failed", "print_checks", "render", "run_checks"]
 
 MIN_REDIS_VERSION = (6, 2)  # XAUTOCLAIM, which the worker's claim loop needs
 MIN_SECRET_CHARS = 32  # HS256 wants a key at least as long as its 256-bit hash
 TWILIO_TIMEOUT_S = 10.0
 PROBE_PREFIX = ".callrec-check-"
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    status: Status
-    detail: str
 
 
 def run_checks(settings: Settings) -> list[Check]:
@@ -110,13 +105,7 @@ def version_check(server: str, version: str) -> Check:
 def _redis(settings: Settings) -> list[Check]:
     if settings.redis_url is None:
         return [Check("redis reachable", "FAIL", "REDIS_URL is unset")]
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=5,
-        socket_timeout=5,
-        decode_responses=True,
-        **tls_options(settings.redis_url, settings.redis_tls),
-    )
+    client = _node_client(settings, decode_responses=True)
     where = _redacted_url(settings.redis_url)
     try:
         client.ping()
@@ -158,9 +147,47 @@ def _redis(settings: Settings) -> list[Check]:
                 "see deploy/README.md",
             )
         )
-    cluster = str(info.get("cluster_enabled", "0")) == "1"
-    rows.append(Check("redis cluster", "ok", "cluster mode" if cluster else "single server"))
+    if str(info.get("cluster_enabled", "0")) != "1":
+        rows.append(Check("redis cluster", "ok", "single server"))
+        return rows
+    node = _node_client(settings, decode_responses=True)
+    try:
+        rows += cluster_checks(node, settings.event_stream_shards)
+    except redis.RedisError as exc:
+        rows.append(Check("redis cluster", "FAIL", f"{where}: layout unreadable: {exc}"))
+    finally:
+        node.close()
     return rows
+
+
+def _node_client(settings: Settings, *, decode_responses: bool = False) -> redis.Redis:
+    """A client of the one node (or server) REDIS_URL names."""
+    assert settings.redis_url
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=5,
+        socket_timeout=5,
+        decode_responses=decode_responses,
+        **tls_options(settings.redis_url, settings.redis_tls),
+    )
+
+
+def _data_client(settings: Settings) -> redis.Redis | RedisCluster:
+    """A client for callrec's keys: on a cluster, one that follows them to their node."""
+    node = _node_client(settings)
+    try:
+        cluster = int(node.info("cluster").get("cluster_enabled", 0)) == 1
+    finally:
+        node.close()
+    if not cluster:
+        return _node_client(settings)
+    assert settings.redis_url
+    return RedisCluster.from_url(
+        settings.redis_url,
+        socket_connect_timeout=5,
+        socket_timeout=5,
+        **tls_options(settings.redis_url, settings.redis_tls),
+    )
 
 
 def _redacted_url(url: str) -> str:
@@ -306,12 +333,11 @@ def _business_accounts(settings: Settings) -> Check:
     # Without Redis the "redis reachable" row has failed already; this one cannot tell.
     if settings.redis_url is None:
         return Check(name, "warn", "not checked: no Redis")
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=5,
-        socket_timeout=5,
-        **tls_options(settings.redis_url, settings.redis_tls),
-    )
+    try:
+        client = _data_client(settings)
+    except (redis.RedisError, RedisClusterException):
+        # A cluster client refuses to start while a slot has no primary (its own row).
+        return Check(name, "warn", "not checked: Redis unreachable or its cluster down")
     try:
         businesses = texts(client.smembers(keys.ACCOUNTS))
         key = settings.twilio.secrets_key

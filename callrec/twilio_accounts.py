@@ -52,9 +52,7 @@ async def show_account(settings: Settings, b: str | None) -> int:
                 print(_describe_line(described))
                 shown += 1
         if not shown:
-            print(
-                f"business {b} uses the main account" if b else "no business has its own account"
-            )
+            print(f"business {b} uses the main account" if b else "no business has its own account")
         return 0
     finally:
         await redis.aclose()

@@ -58,6 +58,8 @@ PERMIT_PREFIX = "tw_permit:{{tw:{a}}}:"  # + permit id: lease (value = business)
 RING = "tw_ring:{{tw:{a}}}"  # LIST of businesses with waiters, served round robin
 WAIT_PREFIX = "tw_wait:{{tw:{a}}}:"  # + business: LIST of that business's waiters, FIFO
 PROC_PREFIX = "tw_proc:{{tw:{a}}}:"  # + process id: its waiters are alive while this lives
+PROC_LAPSED = ":lapsed"  # proc key + this: STRING, its waiters may have been dropped
+PROC_INBOX = ":granted"  # proc key + this: LIST of its waiters granted since its last poll
 RATE = "tw_rate:{{tw:{a}}}"  # HASH: AIMD state (limit, ok, cut_ms) and 429 count
 
 # --- per event-stream shard (calls/shards.py) ----------------------------------------
@@ -246,6 +248,21 @@ def business_with_work(key: str) -> str | None:
         if key.startswith(prefix) and key.endswith(suffix) and len(key) > len(prefix + suffix):
             return key[len(prefix) : len(key) - len(suffix)]
     return None
+
+
+def permit_lease(a: str, permit_id: str) -> str:
+    return PERMIT_PREFIX.format(a=a) + permit_id
+
+
+def permit_wait(a: str, b: str) -> str:
+    return WAIT_PREFIX.format(a=a) + b
+
+
+def permit_proc_keys(a: str, proc: str) -> list[str]:
+    """A process's keys on account ``a``: liveness, lapsed marker, grants inbox (the
+    permit scripts derive the same names for other processes: PROC_LAPSED, PROC_INBOX)."""
+    alive = PROC_PREFIX.format(a=a) + proc
+    return [alive, alive + PROC_LAPSED, alive + PROC_INBOX]
 
 
 def sse_wake(process: str) -> str:

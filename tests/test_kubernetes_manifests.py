@@ -14,14 +14,19 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 from cloudcoil.models.keda.v1alpha1 import ScaledObject
 
+from callrec.cli import main
+from callrec.keda import LAG_PER_WORKER, render_patch
 from calls import keys
+from calls.shards import ShardMap
 from config.settings import WEB_REQUIRED, WORKER_REQUIRED, load_settings
 from consumers.worker import READ_BLOCK_MS
 from ingest.factory import ROUTES
 from tests.images import APP_REPO
 from tests.kube import (
+    COMPONENTS_DIR,
     KUBERNETES_DIR,
     OVERLAYS,
     ROOT,
@@ -59,6 +64,18 @@ KEDA_REDIS_STREAMS_FIELDS = {
     "pendingEntriesCount", "streamLength", "lagCount", "activationLagCount",
     "enableTLS", "unsafeSsl", "databaseIndex",
 }  # fmt: skip
+# redis-cluster-streams trigger metadata (keda.sh, Scalers, Redis Streams (supports Redis
+# Cluster)): no database index, a list of node addresses.
+KEDA_REDIS_CLUSTER_STREAMS_FIELDS = {
+    "addresses", "hosts", "ports", "addressesFromEnv", "hostsFromEnv", "portsFromEnv",
+    "usernameFromEnv", "passwordFromEnv", "stream", "consumerGroup",
+    "pendingEntriesCount", "streamLength", "lagCount", "activationLagCount",
+    "enableTLS", "unsafeSsl",
+}  # fmt: skip
+KEDA_FIELDS = {
+    "redis-streams": KEDA_REDIS_STREAMS_FIELDS,
+    "redis-cluster-streams": KEDA_REDIS_CLUSTER_STREAMS_FIELDS,
+}
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -297,18 +314,62 @@ def test_workers_scale_on_the_lag_of_their_own_consumer_group(overlay: Rendered)
     assert scaled["scaleTargetRef"] == {"name": WORKER}  # kind defaults to Deployment
     assert scaled["minReplicaCount"] >= 1, "workers also run the repairs: never scale to zero"
     assert scaled["maxReplicaCount"] > scaled["minReplicaCount"]
-    [trigger] = scaled["triggers"]
-    assert trigger["type"] == "redis-streams"
-    meta = trigger["metadata"]
-    assert set(meta) <= KEDA_REDIS_STREAMS_FIELDS, set(meta) - KEDA_REDIS_STREAMS_FIELDS
-    assert meta["stream"] == keys.EVENTS
-    assert meta["consumerGroup"] == keys.EVENTS_GROUP
-    assert int(meta["lagCount"]) > 0
-    # KEDA resolves *FromEnv names in the scale target's container.
     worker_env = {e["name"] for e in overlay.container(WORKER)["env"]}
-    from_env = {v for k, v in meta.items() if k.endswith("FromEnv")}
-    assert "addressFromEnv" in meta and from_env <= worker_env
-    assert from_env == KEDA_ENV
+    for trigger in scaled["triggers"]:
+        assert trigger["type"] in KEDA_FIELDS, trigger["type"]
+        meta = trigger["metadata"]
+        fields = KEDA_FIELDS[trigger["type"]]
+        assert set(meta) <= fields, set(meta) - fields
+        assert meta["consumerGroup"] == keys.EVENTS_GROUP
+        assert int(meta["lagCount"]) == LAG_PER_WORKER
+        # KEDA resolves *FromEnv names in the scale target's container.
+        from_env = {v for k, v in meta.items() if k.endswith("FromEnv")}
+        assert {"addressFromEnv", "addressesFromEnv"} & set(meta) and from_env <= worker_env
+        assert from_env == KEDA_ENV
+
+
+def test_workers_scale_on_every_work_stream_of_the_deployment(overlay: Rendered) -> None:
+    """Exactly the streams calls/shards.py computes for the overlay's EVENT_STREAM_SHARDS;
+    on a cluster KEDA's cluster scaler, the lags summed (one worker per LAG_PER_WORKER
+    unread entries in all, as with one stream)."""
+    settings = load_settings(container_env(overlay, WORKER))
+    count = settings.event_stream_shards
+    scaled = overlay.one("ScaledObject", WORKER)["spec"]
+    streams = [t["metadata"]["stream"] for t in scaled["triggers"]]
+    assert streams == [s.events for s in ShardMap(count).current]
+    if count == 1 and "advanced" not in scaled:
+        [trigger] = scaled["triggers"]
+        assert trigger["type"] == "redis-streams" and streams == [keys.EVENTS]
+        return
+    assert {t["type"] for t in scaled["triggers"]} == {"redis-cluster-streams"}
+    names = [t["name"] for t in scaled["triggers"]]
+    modifiers = scaled["advanced"]["scalingModifiers"]
+    assert sorted(modifiers["formula"].split(" + ")) == sorted(names) and len(set(names)) == count
+    assert modifiers["target"] == str(LAG_PER_WORKER)
+    assert modifiers["metricType"] == "AverageValue"
+
+
+def test_the_cluster_component_is_what_the_cli_prints(
+    overlays: dict[str, Rendered], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checked-in patch is `callrec keda-triggers` for the component's N (nobody
+    edits stream names by hand), and the one-stream base agrees with callrec/keda.py."""
+    rendered = overlays["s3-redis-cluster"]
+    count = int(rendered.config()["EVENT_STREAM_SHARDS"])
+    assert count > 1
+    assert main(["keda-triggers", "--shards", str(count)]) == 0
+    printed = capsys.readouterr().out
+    patch = COMPONENTS_DIR / "redis-cluster-shards" / "worker-scaledobject.yaml"
+    assert patch.read_text() == printed == render_patch(count)
+    assert (
+        yaml.safe_load(printed)["spec"]["triggers"]
+        == rendered.one("ScaledObject", WORKER)["spec"]["triggers"]
+    )
+    [base] = Rendered(render(KUBERNETES_DIR / "base")).one("ScaledObject", WORKER)["spec"][
+        "triggers"
+    ]
+    assert base["metadata"]["lagCount"] == str(LAG_PER_WORKER)
+    assert main(["keda-triggers", "--shards", "0"]) == 2
 
 
 def test_web_scales_on_cpu_and_nothing_else_scales_the_workers(overlay: Rendered) -> None:

@@ -247,3 +247,65 @@ def test_business_accounts_need_the_key_they_were_sealed_with(good_env: Env) -> 
     assert (
         changed.status == "FAIL" and "do not decrypt" in changed.detail and "b1" in changed.detail
     )
+
+
+def test_a_cluster_reports_its_layout_and_how_the_shards_spread(
+    good_env: Env, cluster_url: str
+) -> None:
+    from calls import keys
+    from tests.clients import sync_redis
+
+    env = {**good_env, "REDIS_URL": cluster_url}
+    rows = checks({**env, "EVENT_STREAM_SHARDS": "3"})
+    assert not failed(list(rows.values())), rows
+    assert rows["redis cluster"].detail == "cluster mode, state ok, 3 primaries"
+    assert rows["redis cluster slots"].status == "ok"
+    assert rows["redis cluster replicas"].status == "ok"
+    assert "(3 replicas)" in rows["redis cluster replicas"].detail
+    shards = rows["redis event stream shards"]
+    assert shards.status == "ok" and shards.detail.endswith("3 primaries: 1/1/1"), shards
+    six = checks({**env, "EVENT_STREAM_SHARDS": "6"})["redis event stream shards"]
+    assert six.status == "ok" and six.detail.endswith("2/2/2"), six
+    one = checks({**env, "EVENT_STREAM_SHARDS": "1"})["redis event stream shards"]
+    assert one.status == "warn" and "set EVENT_STREAM_SHARDS to 3" in one.detail, one
+    four = checks({**env, "EVENT_STREAM_SHARDS": "4"})["redis event stream shards"]
+    assert four.status == "warn" and "uneven" in four.detail, four
+    assert sorted(four.detail.split(": ")[1].split("/")) == ["1", "1", "2"]
+    # The accounts row reads callrec's keys on whichever primary holds them.
+    client = sync_redis(cluster_url)
+    for b in ("b1", "b2", "b3"):
+        client.sadd(keys.ACCOUNTS, b)
+        client.hset(keys.account(b), "auth_token", "sealed with another key")
+    client.close()
+    sealed = checks({**env, "CALLREC_SECRETS_KEY": "dGVzdC1rZXktZm9yLWNhbGxyZWMtdGVuYW50cy0zMmI="})
+    row = sealed["business twilio accounts"]
+    assert row.status == "FAIL" and row.detail.startswith("3 do not decrypt"), row
+
+
+def test_a_cluster_without_replicas_warns_and_one_missing_slots_fails(good_env: Env) -> None:
+    """A cluster of its own (its coverage is broken on purpose)."""
+    from callrec.embedded_cluster import EmbeddedCluster
+    from tests.stack import wait_for
+
+    with EmbeddedCluster(primaries=3, replicas=0) as cluster:
+        env = {**good_env, "REDIS_URL": cluster.url, "EVENT_STREAM_SHARDS": "3"}
+        rows = checks(env)
+        assert rows["redis cluster"].status == "ok"
+        replicas = rows["redis cluster replicas"]
+        assert replicas.status == "warn" and "no replica behind" in replicas.detail
+        assert replicas.detail.count("127.0.0.1:") == 3, replicas
+        assert not failed(list(rows.values()))
+        # The node REDIS_URL names gives up one of its slots: nobody serves it.
+        (first, *_rest) = cluster.nodes
+        with cluster.client(first) as node:
+            node.execute_command("CLUSTER DELSLOTS", 0)
+
+            def down() -> bool:
+                return str(node.cluster("info").get("cluster_state")) == "fail"
+
+            wait_for(down, "the node to see its cluster down")
+        rows = checks(env)
+        assert rows["redis cluster"].status == "FAIL"
+        assert "cluster_state fail" in rows["redis cluster"].detail
+        slots = rows["redis cluster slots"]
+        assert slots.status == "FAIL" and slots.detail.startswith("1 of 16384"), slots

@@ -13,7 +13,6 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import redis
 from cryptography import x509
@@ -22,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from callrec.embedded_redis import free_port
+from callrec.local_server import LocalServer
+from callrec.processes import stop_process
 
 TLS_SERVER = "/usr/bin/redis-server"  # Debian's, built with TLS
 
@@ -117,7 +118,7 @@ def make_server_cert(directory: Path, ca: Authority) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class TlsRedis:
+class TlsRedis(LocalServer):
     """``with TlsRedis(dir, ca) as server: server.url`` (``rediss://``). With
     ``cluster=True`` the server is a one-node cluster holding every slot, its bus on TLS
     too, so the cluster client's TLS path is exercised."""
@@ -175,11 +176,7 @@ class TlsRedis:
                 "--cluster-port", str(free_port()),
             ]  # fmt: skip
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            self._wait_ready(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
+        self._wait_ready(timeout_s)
 
     def _wait_ready(self, timeout_s: float) -> None:
         assert self._proc is not None
@@ -209,27 +206,10 @@ class TlsRedis:
         except (redis.ConnectionError, ssl.SSLError):
             return False
 
-    def stop(self) -> None:
+    def cleanup(self) -> None:
         if self._proc is None:
             return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_process(self._proc, grace_s=10)
         if self._proc.stderr:
             self._proc.stderr.close()
         self._proc = None
-
-    def __enter__(self) -> TlsRedis:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -16,6 +16,8 @@ KEYS (all share the hash tag {tw:<account sid>}, so one account is one cluster s
   KEYS[3] tw_rate:{tw:A}      HASH   limit (effective concurrency, AIMD), ok (successes
                                      since the last change), cut_ms (time of the last
                                      decrease), throttled (429s seen, a counter)
+  KEYS[4..] the op's own keys, those the caller can name (its permit's lease, its
+          business's wait list, its process's keys below): see each op's header
   derived (same hash tag; which ones a call touches depends on who is waiting):
     ARGV[1] .. id    tw_permit:{tw:A}:<id>  STRING lease of a permit, value = business
     ARGV[2] .. b     tw_wait:{tw:A}:<b>     LIST   waiter ids of business b, FIFO
@@ -36,6 +38,20 @@ ARGV (common):
 Waiter and permit ids are "<proc>|<n>": the process part finds the liveness key.
 Results are JSON objects (cjson), fields named in each op's header.
 Time is Redis's (TIME), never the callers'.
+
+Cluster safety (as semaphore/lua/prelude.lua's slot scripts): the keys of other permits,
+other businesses' waiters and other processes are found inside the script (prune, fill),
+so the caller cannot declare them. While the account's slot migrates, the first command
+on a key already moved (Valkey: on any undeclared key) fails the script, and Redis keeps
+whatever it wrote before. So every op calls check_derived() before its first write: it
+reads (EXISTS, LRANGE) every key the op may touch, which fails the script with nothing
+written; the caller gets a transient error and retries. Covered: every permit's lease
+(prune); and, when the op may hand permits out (`grants` > 0: the limit minus the live
+permits, plus what the op itself frees), the first FILL_BUDGET businesses of the ring and
+the first FILL_BUDGET (+ what the op pushes) waiters of each, with their leases and their
+processes' liveness keys and grants inboxes. fill() stops after FILL_BUDGET turns and
+FILL_BUDGET waiters popped (grants plus FILL_DROP_BUDGET dead waiters), so it never
+reaches a key the check did not cover; the next call or poll hands out the rest.
 ]]
 
 local permits, ring, rate = KEYS[1], KEYS[2], KEYS[3]
@@ -44,17 +60,28 @@ local max_limit = tonumber(ARGV[4])
 local lease_ms = tonumber(ARGV[5])
 local proc_ttl_ms = tonumber(ARGV[6])
 
+-- Dead waiters fill() may drop per call, beyond the permits it may grant.
+local FILL_DROP_BUDGET = 5
+-- EXISTS takes this many keys per call (Lua's unpack has a stack limit).
+local CHECK_BATCH = 500
+-- Set by check_derived(): how far fill() may go (see "Cluster safety").
+local fill_budget = 0
+
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 -- Marks the process alive. A process that stalled longer than proc_ttl_ms finds its key
 -- gone: fill() may have dropped its waiters meanwhile, so (when it has any: `waiting`)
 -- its next poll says so and it puts them back.
-local function alive(proc, waiting)
-  local key = proc_prefix .. proc
+-- key: the process's liveness key, lapsed: its marker (both in the op's KEYS).
+local function alive(key, lapsed, waiting)
   if not redis.call('SET', key, '1', 'PX', proc_ttl_ms, 'GET') and waiting then
-    redis.call('SET', key .. ':lapsed', '1', 'PX', 60000)
+    redis.call('SET', lapsed, '1', 'PX', 60000)
   end
+end
+
+local function proc_of(id)
+  return string.match(id, '^(.-)|')
 end
 
 -- Members whose lease lapsed (their worker died or stalled) no longer count.
@@ -83,26 +110,64 @@ end
 
 -- A waiter granted by someone else's call: its process finds it at its next poll.
 local function tell(id)
-  local inbox = proc_prefix .. string.match(id, '^(.-)|') .. ':granted'
+  local inbox = proc_prefix .. proc_of(id) .. ':granted'
   redis.call('RPUSH', inbox, id)
   redis.call('PEXPIRE', inbox, 60000)
 end
 
+-- Reads every key this op may touch (see "Cluster safety"); call before any write.
+-- own: the op's KEYS[4..]; frees: permits the op may free itself (its own, and one more
+-- from an AIMD increase); pushes: business -> waiters the op may put in its line first.
+local function check_derived(own, frees, pushes)
+  local derived = {}
+  for _, key in ipairs(own) do derived[#derived + 1] = key end
+  local live = 0
+  for _, id in ipairs(redis.call('SMEMBERS', permits)) do
+    if redis.call('EXISTS', permit_prefix .. id) == 1 then live = live + 1 end
+  end
+  local grants = math.max(0, limit() - live) + frees
+  fill_budget = grants > 0 and grants + FILL_DROP_BUDGET or 0
+  if fill_budget > 0 then
+    local windows = {}
+    for b, n in pairs(pushes) do windows[b] = n end
+    for _, b in ipairs(redis.call('LRANGE', ring, 0, fill_budget - 1)) do
+      windows[b] = windows[b] or 0
+    end
+    for b, n in pairs(windows) do
+      for _, id in ipairs(redis.call('LRANGE', wait_prefix .. b, 0, fill_budget + n - 1)) do
+        derived[#derived + 1] = permit_prefix .. id
+        local proc = proc_of(id)
+        if proc then
+          derived[#derived + 1] = proc_prefix .. proc
+          derived[#derived + 1] = proc_prefix .. proc .. ':granted'
+        end
+      end
+    end
+  end
+  for i = 1, #derived, CHECK_BATCH do
+    redis.call('EXISTS', unpack(derived, i, math.min(i + CHECK_BATCH - 1, #derived)))
+  end
+end
+
 -- Hand free permits out round robin: each turn takes the business at the ring's head,
 -- grants its oldest waiter whose process is alive (dead ones are dropped), and puts the
--- business back at the tail while it still has waiters.
+-- business back at the tail while it still has waiters. At most fill_budget turns and
+-- fill_budget waiters popped: the keys check_derived() read.
 local function fill(in_use)
   local granted = {}
   local lim = limit()
-  while in_use < lim do
+  local turns, pops = 0, 0
+  while in_use < lim and turns < fill_budget and pops < fill_budget do
     local b = redis.call('LPOP', ring)
     if not b then break end
+    turns = turns + 1
     local list = wait_prefix .. b
     local id = nil
-    while true do
+    while pops < fill_budget do
       local candidate = redis.call('LPOP', list)
       if not candidate then break end
-      local proc = string.match(candidate, '^(.-)|')
+      pops = pops + 1
+      local proc = proc_of(candidate)
       if proc and redis.call('EXISTS', proc_prefix .. proc) == 1 then
         id = candidate
         break

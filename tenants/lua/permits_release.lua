@@ -2,7 +2,8 @@
 release: a request is over; return its permit, adjust the account's limit (AIMD) from
 its outcome, and hand the free permits out.
 
-KEYS, common ARGV: see permits_prelude.lua.
+KEYS[1..3], common ARGV: see permits_prelude.lua.
+KEYS[4]  tw_permit:{tw:A}:<id>   id's lease
 ARGV[7]  id           the permit
 ARGV[8]  outcome      "ok" (Twilio answered, not 429), "throttled" (429), "error" (no
                       answer: says nothing about the limit)
@@ -19,8 +20,10 @@ Returns JSON {released: bool, in_use, limit, others: [ids granted during this ca
 
 local id, outcome, cooldown_ms = ARGV[7], ARGV[8], tonumber(ARGV[10])
 local concurrent = tonumber(ARGV[9])
+-- Frees: its own permit, and one more if AIMD raises the limit.
+check_derived({KEYS[4]}, 2, {})
 local released = redis.call('SREM', permits, id) == 1
-redis.call('DEL', permit_prefix .. id)
+redis.call('DEL', KEYS[4])
 local lim = limit()
 if outcome == 'throttled' then
   redis.call('HINCRBY', rate, 'throttled', 1)
