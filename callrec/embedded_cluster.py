@@ -92,6 +92,10 @@ class EmbeddedCluster(LocalServer):
                     # A replica whose primary was killed mid-sync still takes over.
                     "--cluster-replica-validity-factor",
                     "0",
+                    # A (re)started replica syncs at once instead of after the default
+                    # 5 s wait for more replicas: until it has, it holds nothing.
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ),
             )
             self.nodes.append(node)
@@ -172,7 +176,11 @@ class EmbeddedCluster(LocalServer):
 
     def wait_healthy(self, timeout_s: float = 60.0) -> None:
         """Every live node sees the cluster ok with every slot served, and every primary
-        has a replica attached (when the cluster has replicas)."""
+        has a replica attached and in sync (when the cluster has replicas).
+
+        In sync, not only attached: a replica restarted empty (these nodes keep nothing on
+        disk) counts as attached while its first sync runs, and a failover to it then would
+        lose its primary's whole data set, not the last writes a failover costs."""
         deadline = time.monotonic() + timeout_s
         while True:
             if self._healthy():
@@ -195,6 +203,14 @@ class EmbeddedCluster(LocalServer):
                     with self.client(node) as c:
                         if int(c.info("replication").get("connected_slaves", 0)) < 1:
                             return False
+                for node in self.alive():
+                    with self.client(node) as c:
+                        info = c.info("replication")
+                    if info.get("role") == "slave" and (
+                        info.get("master_link_status") != "up"
+                        or int(info.get("master_sync_in_progress", 0))
+                    ):
+                        return False
             return True
         except redis.RedisError:
             return False

@@ -45,6 +45,13 @@ BACKLOG = "rec_backlog:{{{b}}}"  # LIST of slot members a backfill wants downloa
 
 ACCOUNT = "tw_account:{{{b}}}"  # HASH: the business's own Twilio account (secrets encrypted)
 
+# A business has live work while any of these exists (Redis deletes an emptied list or
+# set): a request queued, a slot member (live or dead), a call queued/processing. The
+# sweep (consumers/live_sweep.py) finds them with one SCAN pattern that covers the three
+# (and a few other rec_ keys, filtered out by business_with_work).
+LIVE_WORK = (QUEUE, SLOTS, PENDING)
+LIVE_WORK_MATCH = "rec_[pqs][uel]*"
+
 # --- per Twilio account, hash-tagged by the account SID: its request permits ------------
 PERMITS = "tw_permits:{{tw:{a}}}"  # SET of permit ids in flight; valid while their lease lives
 PERMIT_PREFIX = "tw_permit:{{tw:{a}}}:"  # + permit id: lease (value = business), PX
@@ -232,6 +239,15 @@ def permit_keys(a: str) -> list[str]:
 def permit_prefixes(a: str) -> list[str]:
     """Prefixes of the permit scripts' derived keys (same hash tag as ``permit_keys``)."""
     return [PERMIT_PREFIX.format(a=a), WAIT_PREFIX.format(a=a), PROC_PREFIX.format(a=a)]
+
+
+def business_with_work(key: str) -> str | None:
+    """The business whose live work ``key`` is (one of ``LIVE_WORK``), else None."""
+    for template in LIVE_WORK:
+        prefix, suffix = template.format(b="\0").split("\0")
+        if key.startswith(prefix) and key.endswith(suffix) and len(key) > len(prefix + suffix):
+            return key[len(prefix) : len(key) - len(suffix)]
+    return None
 
 
 def permit_lease(a: str, permit_id: str) -> str:

@@ -16,6 +16,12 @@ A request whose script ran after the reconciler found the business idle notes it
 that, so the business is either kept (generation moved) or added back. A process that
 dies between a script and its note leaves its stream entry unacknowledged: whichever
 worker handles it again notes the business then.
+
+The index is derived: the business's own keys say whether it has work. Workers sweep
+the primaries for those keys (``consumers/live_sweep.py``) and add any business the
+index misses (:func:`note_missing`), so an index entry lost anyway (a shard's primary
+lost with more than its last writes, an operator's DEL) delays that business's repair
+by one sweep at most, never strands it.
 """
 
 from __future__ import annotations
@@ -59,3 +65,16 @@ async def adopt_legacy(redis: RedisClient, shards: ShardMap) -> int:
                 pipe.hincrby(shards.of(b).live, b, 1)
             await pipe.execute()
     return len(moved)
+
+
+async def note_missing(redis: RedisClient, shards: ShardMap, businesses: list[str]) -> list[str]:
+    """Add those of ``businesses`` (found with work by the sweep) that their shard's index
+    lacks; returns them. A business already indexed keeps its generation, so a sweep
+    never keeps an idle business the reconciler is about to drop."""
+    if not businesses:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for b in businesses:
+            pipe.hsetnx(shards.of(b).live, b, 0)
+        added = await pipe.execute()
+    return [b for b, was_added in zip(businesses, added, strict=True) if int(was_added) == 1]

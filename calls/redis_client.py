@@ -34,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from calls.errors import RedisTlsError
+from calls.redis_values import texts
 from calls.waiting_cluster import WaitingRedisCluster
 from config.settings import RedisPool, RedisTls, Settings
 
@@ -271,3 +272,30 @@ async def connect(
         pool=settings.redis_pool if purpose in ("web", "worker") else None,
         socket_timeout_s=socket_timeout_s,
     )
+
+
+def primary_names(redis: RedisClient) -> list[str]:
+    """Every primary a walk of the whole key space must visit, by name: a cluster's
+    primaries as the client knows them now (a failover changes them), or ``""`` for the
+    one server."""
+    if isinstance(redis, RedisCluster):
+        return sorted(node.name for node in redis.get_primaries())
+    return [""]
+
+
+async def scan_primary(
+    redis: RedisClient, name: str, cursor: int, *, match: str, count: int
+) -> tuple[int, list[str]]:
+    """One ``SCAN cursor MATCH match COUNT count`` on the primary ``name`` (from
+    :func:`primary_names`): the next cursor (0 once the walk is complete) and the keys
+    found. A primary gone since (a failover) answers a transient error."""
+    if isinstance(redis, RedisCluster):
+        node = redis.get_node(node_name=name)
+        if node is None:
+            raise RedisClusterException(f"no primary {name} any more")
+        cursors, found = await redis.execute_command(
+            "SCAN", cursor, "MATCH", match, "COUNT", count, target_nodes=node
+        )
+        return int(cursors[name]), texts(found)
+    next_cursor, found = await redis.scan(cursor, match=match, count=count)
+    return int(next_cursor), texts(found)

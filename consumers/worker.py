@@ -26,6 +26,7 @@ from consumers.context import WorkerContext
 from consumers.dead_letters import dead_letter
 from consumers.download_job import run_download
 from consumers.entries import InvalidEntry, describe, describe_fields, note_failure, parse_entry
+from consumers.live_sweep import LiveSweep
 from lifecycle.loops import start_loops as start_lifecycle_loops
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Worker:
         # Where the Twilio response counters (no business of their own) are flushed: any
         # shard's hash will do, the exporter sums them all.
         self._home_stats = ctx.shards.of(ctx.consumer).stats
+        self.sweep = LiveSweep()
 
     async def ensure_group(self, shard: Shard | None = None) -> None:
         stream = (shard or self.ctx.shards.current[0]).events
@@ -283,6 +285,9 @@ class Worker:
             await maintenance.claim_stale(self.ctx, handle, self.claim_min_idle_ms, shard=shard)
             await maintenance.reconcile_all(self.ctx, shard=shard, registered=self.shards)
             await maintenance.trim_events(self.ctx, shard=shard)
+        # Last, so it never holds the reconcilers up: a business it puts back in the index
+        # is reconciled on the next tick.
+        await self.sweep.tick(self.ctx.redis, self.ctx.shards)
 
     async def _promote_retries(self) -> None:
         for shard in self.shards:

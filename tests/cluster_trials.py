@@ -29,7 +29,8 @@ from redis.cluster import RedisCluster
 
 from callrec.embedded_cluster import EmbeddedCluster
 from calls import keys
-from calls.redis_values import texts
+from calls.redis_values import text_map, texts
+from calls.shards import ShardMap
 from tests.crash_trials import start_slow_stack
 from tests.helpers import play, register
 from tests.stack import Stack, wait_for
@@ -158,6 +159,9 @@ def run_trial(
         while time.monotonic() < deadline and not all(p.exists() for p in paths.values()):
             time.sleep(0.05)
         stored = [rec for rec in recs if _complete(paths[rec.call_sid], rec)]
+        if len(stored) < len(recs):
+            lost = [r for r in recs if r not in stored]
+            print(_state_of_lost(stack.redis_url, lost), flush=True)
     finally:
         sampler.halt.set()
         sampler.join()
@@ -172,6 +176,33 @@ def run_trial(
     )
     figures.max_dead_member_s = max(figures.max_dead_member_s, sampler.max_dead_s)
     figures.max_lease_ms = max(figures.max_lease_ms, sampler.max_lease_ms)
+
+
+def _state_of_lost(url: str, lost: list[SimRecording]) -> str:
+    """What Redis holds for requests never served: the failure message's evidence."""
+    shard_map = ShardMap(int(CLUSTER_ENV["EVENT_STREAM_SHARDS"]))
+    client = RedisCluster.from_url(url, decode_responses=True)
+    lines = []
+    try:
+        for b in sorted({r.business_id for r in lost}):
+            shard = shard_map.of(b)
+            lines.append(
+                f"LOST business={b} queue={client.lrange(keys.queue(b), 0, -1)} "
+                f"queued={client.smembers(keys.queued(b))} slots={client.smembers(keys.slots(b))} "
+                f"pending={client.smembers(keys.pending(b))} "
+                f"live={client.hget(shard.live, b)!r} delayed={client.zrange(shard.delayed, 0, -1)}"
+            )
+        for r in lost:
+            lines.append(
+                f"LOST call={r.call_sid} business={r.business_id} "
+                f"{text_map(client.hgetall(keys.call(r.business_id, r.call_sid)))}"
+            )
+        for shard in shard_map.current:
+            pending = client.xpending(shard.events, keys.EVENTS_GROUP)
+            lines.append(f"LOST stream={shard.events} pending={pending}")
+    finally:
+        client.close()
+    return "\n".join(lines)
 
 
 def _complete(path: Path, rec: SimRecording) -> bool:

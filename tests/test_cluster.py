@@ -21,6 +21,7 @@ from calls.redis_values import stream_entries, texts
 from calls.shards import Shard, ShardMap, shard_tags
 from consumers import shard_upkeep
 from semaphore import Slots
+from tests import readiness
 from tests.clients import sync_redis
 from tests.helpers import play, play_until_stored, register
 from tests.stack import Stack
@@ -169,7 +170,16 @@ def test_changing_the_number_of_shards_mid_run_loses_nothing(
         assert play(old_web, rec.business_id, rec.call_sid).status_code == 202
     new_web = cluster_stack.start_web(EVENT_STREAM_SHARDS="3")
     worker = cluster_stack.start_worker(EVENT_STREAM_SHARDS="3")
-    assert keys.EVENTS in worker.log()  # the old stream is read too
+    # The old stream is read too: the worker's consumer is in its group (start_worker
+    # waited for that on every registered stream; its log line may come a little later).
+    probe = sync_redis(cluster_stack.redis_url)
+    try:
+        assert any(
+            name.startswith(f"{worker.consumer}-")
+            for name in readiness.group_consumers(probe)[keys.EVENTS]
+        )
+    finally:
+        probe.close()
     new = [register(sim, new_web, f"rs{i % 3}", 400 + i) for i in range(6)]
     for rec in new:
         assert play(new_web, rec.business_id, rec.call_sid).status_code in (200, 202)

@@ -3,6 +3,7 @@ claims of stale entries, delayed retries, repair of stuck calls."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -168,3 +169,26 @@ async def test_a_call_waiting_out_its_backoff_is_not_stuck(
     assert await maintenance.repair_stuck(ctx, B) == 0
     assert await slot_members(redis) == set()
     assert await start_events(redis) == []
+
+
+async def test_maintenance_gives_a_business_lost_from_the_index_its_turn_again(
+    redis: Redis, ctx: WorkerContext
+) -> None:
+    await request(ctx, A, C)
+    await redis.delete(keys.inflight(B, A))  # A's holder died...
+    await redis.hdel(SHARDS.of(B).live, B)  # ...and the index lost the business
+    worker = Worker(ctx)
+    worker.sweep.scan_count = 10_000  # one tick walks this small key space whole
+    try:
+        await worker._maintain()  # reconciles nobody, then the sweep puts B back
+        assert await redis.hexists(SHARDS.of(B).live, B)
+        assert await queue_of(redis) == [C]
+        await worker._maintain()
+        assert await slot_members(redis) == {A}  # requeued at the head, admitted again
+        assert await lease_token(redis, A) is not None
+        assert await queue_of(redis) == [C]
+    finally:
+        # A tick starts the stream readers: each ends once its blocking read returns,
+        # closing nothing half-read on the test's client.
+        worker.stop.set()
+        await asyncio.gather(*worker.readers.values())
