@@ -12,19 +12,13 @@ from redis.asyncio import Redis
 from calls import keys, live_businesses
 from calls.events import Event
 from calls.redis_client import RedisClient
-from calls.registry import CallRegistry
 from calls.shards import ShardMap
-from config.settings import load_settings
 from consumers.context import WorkerContext
 from consumers.handlers import on_done, on_request
 from consumers.maintenance import reconcile_all
-from consumers.twilio_media import TwilioMedia
 from ingest.metrics import _per_business
 from semaphore import Slots
-from storage.factory import open_store
-from tenants.accounts import AccountRegistry
-from tenants.permits import AccountPermits
-from tenants.routing import AccountRouter
+from tests.worker_kit import offline_context
 
 SHARDS = ShardMap(1)
 
@@ -34,34 +28,11 @@ def sid(n: int) -> str:
 
 
 @pytest.fixture
-async def ctx(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[WorkerContext]:
-    settings = load_settings(
-        {
-            "REDIS_URL": redis_url,
-            "RECORDINGS_DIR": str(tmp_path),
-            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-            "TWILIO_AUTH_TOKEN": "t",
-            "TWILIO_API_BASE": "http://127.0.0.1:9",
-        }
-    )
-    store = open_store(settings)
-    await store.startup()
-    # Never asked: nothing here downloads.
-    twilio = TwilioMedia()
-    yield WorkerContext(
-        settings=settings,
-        redis=redis,
-        slots=Slots(redis, max_slots=3, lease_ms=60_000, queued_ttl_ms=600_000),
-        registry=CallRegistry(redis),
-        store=store,
-        twilio=twilio,
-        router=AccountRouter(settings.twilio, AccountRegistry(redis, None)),
-        permits=AccountPermits(redis, max_per_account=20),
-        consumer="test",
-        shards=SHARDS,
-    )
-    await twilio.aclose()
-    await store.close()
+async def ctx(
+    redis: RedisClient, redis_url: str, tmp_path: Path
+) -> AsyncIterator[WorkerContext]:
+    async with offline_context(redis, redis_url, tmp_path, shards=SHARDS) as context:
+        yield context
 
 
 async def request_and_finish(ctx: WorkerContext, b: str, n: int) -> None:

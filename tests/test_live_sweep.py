@@ -14,20 +14,13 @@ from calls import keys, live_businesses
 from calls.events import Event
 from calls.redis_client import RedisClient, primary_names
 from calls.redis_values import texts
-from calls.registry import CallRegistry
 from calls.shards import ShardMap
-from config.settings import load_settings
 from consumers.context import WorkerContext
 from consumers.handlers import on_request
 from consumers.live_sweep import LiveSweep, SweepTick
 from consumers.maintenance import reconcile_all
-from consumers.twilio_media import TwilioMedia
-from semaphore import Slots
-from storage.factory import open_store
-from tenants.accounts import AccountRegistry
-from tenants.permits import AccountPermits
-from tenants.routing import AccountRouter
 from tests.clients import on_server_and_cluster
+from tests.worker_kit import offline_context
 
 pytestmark = on_server_and_cluster
 
@@ -44,33 +37,8 @@ def sid(n: int) -> str:
 async def ctx(
     redis: RedisClient, redis_url: str, tmp_path: Path
 ) -> AsyncIterator[WorkerContext]:
-    settings = load_settings(
-        {
-            "REDIS_URL": redis_url,
-            "RECORDINGS_DIR": str(tmp_path),
-            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-            "TWILIO_AUTH_TOKEN": "t",
-            "TWILIO_API_BASE": "http://127.0.0.1:9",
-            "EVENT_STREAM_SHARDS": "3",
-        }
-    )
-    store = open_store(settings)
-    await store.startup()
-    twilio = TwilioMedia()  # never asked: nothing here downloads
-    yield WorkerContext(
-        settings=settings,
-        redis=redis,
-        slots=Slots(redis, max_slots=3, lease_ms=60_000, queued_ttl_ms=600_000),
-        registry=CallRegistry(redis),
-        store=store,
-        twilio=twilio,
-        router=AccountRouter(settings.twilio, AccountRegistry(redis, None)),
-        permits=AccountPermits(redis, max_per_account=20),
-        consumer="test",
-        shards=SHARDS,
-    )
-    await twilio.aclose()
-    await store.close()
+    async with offline_context(redis, redis_url, tmp_path, shards=SHARDS) as context:
+        yield context
 
 
 async def full_pass(sweep: LiveSweep, redis: RedisClient) -> list[SweepTick]:

@@ -25,6 +25,7 @@ from consumers.twilio_media import TwilioMedia
 from consumers.worker import Worker
 from semaphore import Slots
 from storage.disk import DiskStore
+from storage.factory import open_store
 from tenants.accounts import AccountRegistry
 from tenants.permits import AccountPermits
 from tenants.routing import AccountRouter
@@ -113,6 +114,43 @@ async def worker_context(
         yield ctx
     finally:
         await twilio.aclose()
+
+
+@asynccontextmanager
+async def offline_context(
+    redis: RedisClient, redis_url: str, root: Path, *, shards: ShardMap
+) -> AsyncIterator[WorkerContext]:
+    """A worker's context for tests that never download (no simulator: Twilio's base
+    URL is a closed port), on ``shards`` work streams."""
+    settings = load_settings(
+        {
+            "REDIS_URL": redis_url,
+            "RECORDINGS_DIR": str(root),
+            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+            "TWILIO_AUTH_TOKEN": "t",
+            "TWILIO_API_BASE": "http://127.0.0.1:9",
+            "EVENT_STREAM_SHARDS": str(shards.count),
+        }
+    )
+    store = open_store(settings)
+    await store.startup()
+    twilio = TwilioMedia()
+    try:
+        yield WorkerContext(
+            settings=settings,
+            redis=redis,
+            slots=Slots(redis, max_slots=3, lease_ms=60_000, queued_ttl_ms=600_000),
+            registry=CallRegistry(redis),
+            store=store,
+            twilio=twilio,
+            router=AccountRouter(settings.twilio, AccountRegistry(redis, None)),
+            permits=AccountPermits(redis, max_per_account=20),
+            consumer="test",
+            shards=shards,
+        )
+    finally:
+        await twilio.aclose()
+        await store.close()
 
 
 @asynccontextmanager
