@@ -20,17 +20,13 @@ from consumers.handlers import on_request
 from consumers.live_sweep import LiveSweep, SweepTick
 from consumers.maintenance import reconcile_all
 from tests.clients import on_server_and_cluster
-from tests.worker_kit import offline_context
+from tests.worker_kit import call_sid, offline_context
 
 pytestmark = on_server_and_cluster
 
 SHARDS = ShardMap(3)
 # More ticks than any walk here needs (a few hundred keys, 50 per SCAN).
 MAX_TICKS = 200
-
-
-def sid(n: int) -> str:
-    return f"CA{n:032x}"
 
 
 @pytest.fixture
@@ -64,18 +60,18 @@ async def test_business_lost_from_the_index_is_found_and_served_again(
     redis = ctx.redis
     b = "swept"
     for n in range(5):  # 3 admitted, 2 queued
-        await on_request(ctx, Event("request", b, sid(n)))
+        await on_request(ctx, Event("request", b, call_sid(n)))
     assert len(await redis.smembers(keys.slots(b))) == 3
     # The holders died (their leases gone) and the index lost the business: as after a
     # failover that lost both.
     for n in range(3):
-        await redis.delete(keys.inflight(b, sid(n)))
+        await redis.delete(keys.inflight(b, call_sid(n)))
     await redis.hdel(SHARDS.of(b).live, b)
 
     for shard in SHARDS.current:
         await reconcile_all(ctx, shard=shard)
     # Stranded: nobody visits it, its dead members keep every slot.
-    assert set(texts(await redis.lrange(keys.queue(b), 0, -1))) == {sid(3), sid(4)}
+    assert set(texts(await redis.lrange(keys.queue(b), 0, -1))) == {call_sid(3), call_sid(4)}
     assert not await indexed(redis, b)
 
     ticks = await full_pass(LiveSweep(scan_count=50), redis)
@@ -95,10 +91,10 @@ async def test_business_lost_from_the_index_is_found_and_served_again(
 async def test_idle_and_indexed_businesses_are_left_alone(ctx: WorkerContext) -> None:
     redis = ctx.redis
     # Idle: a call and its status history, but nothing queued, held or pending.
-    await redis.hset(keys.call("idle", sid(1)), mapping={"state": "ready"})
-    await redis.xadd(keys.status_stream("idle"), {"sid": sid(1), "status": "ready"})
+    await redis.hset(keys.call("idle", call_sid(1)), mapping={"state": "ready"})
+    await redis.xadd(keys.status_stream("idle"), {"sid": call_sid(1), "status": "ready"})
     # Busy and indexed: its generation must not move (the reconciler compares it).
-    await on_request(ctx, Event("request", "busy", sid(2)))
+    await on_request(ctx, Event("request", "busy", call_sid(2)))
     generation = await redis.hget(SHARDS.of("busy").live, "busy")
 
     ticks = await full_pass(LiveSweep(scan_count=50), redis)
@@ -114,11 +110,11 @@ async def test_each_tick_is_one_bounded_scan_per_primary(ctx: WorkerContext) -> 
     # A key space mostly of keys that are not work, and a few businesses with work.
     async with redis.pipeline(transaction=False) as pipe:
         for n in range(600):
-            pipe.hset(keys.call(f"quiet{n % 20}", sid(n)), "state", "ready")
+            pipe.hset(keys.call(f"quiet{n % 20}", call_sid(n)), "state", "ready")
         await pipe.execute()
     busy = [f"busy{i}" for i in range(6)]
     for i, b in enumerate(busy):
-        await on_request(ctx, Event("request", b, sid(1000 + i)))
+        await on_request(ctx, Event("request", b, call_sid(1000 + i)))
         await redis.hdel(SHARDS.of(b).live, b)
 
     sweep = LiveSweep(scan_count=50)
